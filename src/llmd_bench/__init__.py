@@ -1,0 +1,1 @@
+"""Load generation and measurement for the router and the simulator."""
