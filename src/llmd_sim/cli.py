@@ -9,15 +9,17 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 import yaml
 
 from llmd_sim.config import OPTIONS, PRESETS, ConfigError, FleetConfig, build_fleet
 from llmd_sim.fleet import Fleet
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["main", "parse_args"]
 
@@ -26,22 +28,32 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmd-sim",
         description="Simulated vLLM servers: OpenAI API, vLLM metrics and KV events, a latency "
-                    "and prefix-cache model, fault injection. Many servers run in one process.",
+        "and prefix-cache model, fault injection. Many servers run in one process.",
     )
-    parser.add_argument("--count", type=int, default=None,
-                        help="number of identical servers (default 1)")
-    parser.add_argument("--port", type=int, default=8000,
-                        help="port of the first server; the others follow (0: any free ports)")
+    parser.add_argument(
+        "--count", type=int, default=None, help="number of identical servers (default 1)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="port of the first server; the others follow (0: any free ports)",
+    )
     parser.add_argument("--config", type=Path, help="fleet YAML (see docs/simulator.md)")
-    parser.add_argument("--endpoints-file", type=Path,
-                        help="write the fleet in llm-d's endpoints-file format here")
+    parser.add_argument(
+        "--endpoints-file", type=Path, help="write the fleet in llm-d's endpoints-file format here"
+    )
     parser.add_argument("--list-presets", action="store_true", help="show presets and exit")
     parser.add_argument("--log-level", default="WARNING", help="Python log level")
     group = parser.add_argument_group("server options (also keys of the fleet YAML)")
     for option in OPTIONS:
-        group.add_argument(f"--{option.name}", dest=f"opt:{option.name}",
-                           default=argparse.SUPPRESS, metavar=option.metavar or "VALUE",
-                           help=option.help)
+        group.add_argument(
+            f"--{option.name}",
+            dest=f"opt:{option.name}",
+            default=argparse.SUPPRESS,
+            metavar=option.metavar or "VALUE",
+            help=option.help,
+        )
     return parser
 
 
@@ -90,11 +102,15 @@ async def _run(args: argparse.Namespace, config: FleetConfig) -> None:
             c = server.config
             extra = f"  kv-events={server.kv_topic}" if server.kv_topic else ""
             lora = f"  lora={','.join(c.lora_modules)}" if c.lora_modules else ""
-            print(f"sim-{server.index}  {server.url}  model={c.model_names[0]}  "
-                  f"preset={c.preset}{lora}{extra}", flush=True)
+            print(
+                f"sim-{server.index}  {server.url}  model={c.model_names[0]}  "
+                f"preset={c.preset}{lora}{extra}",
+                flush=True,
+            )
         if args.endpoints_file is not None:
-            _write_atomically(args.endpoints_file,
-                              yaml.safe_dump(fleet.endpoints_document(), sort_keys=False))
+            _write_atomically(
+                args.endpoints_file, yaml.safe_dump(fleet.endpoints_document(), sort_keys=False)
+            )
             print(f"endpoints file: {args.endpoints_file}", flush=True)
         print(f"{len(fleet.servers)} simulated server(s) ready; Ctrl-C to stop", flush=True)
         await stop.wait()
@@ -104,8 +120,9 @@ async def _run(args: argparse.Namespace, config: FleetConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args, config = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         uvloop.run(_run(args, config))
     except OSError as exc:

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
 
 __all__ = [
     "OPTIONS",
@@ -92,6 +94,8 @@ class KVEventsConfig:
         return "*" in ep or "::" in ep or ep.startswith(("ipc://", "inproc://"))
 
 
+DEFAULT_PRESET: Final = "llama-8b-h100"
+
 MetricsFault = Literal["ok", "stale", "missing", "hang"]
 
 
@@ -119,7 +123,7 @@ class ServerConfig:
     served_model_names: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = 8000
-    preset: str = "llama-8b-h100"
+    preset: str = DEFAULT_PRESET
     max_model_len: int = 131072
     max_num_seqs: int = 256
     max_waiting: int = 0
@@ -132,6 +136,8 @@ class ServerConfig:
     labels: Mapping[str, str] = field(default_factory=dict)
     max_request_body_bytes: int = 32 * 1024 * 1024
     enable_prompt_tokens_details: bool = False
+    enable_request_id_headers: bool = False
+    context_length_status: int = 400
     latency: LatencyConfig = LatencyConfig()
     cache: CacheConfig = CacheConfig()
     kv_events: KVEventsConfig = KVEventsConfig()
@@ -152,7 +158,13 @@ class FleetConfig:
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ns|us|µs|ms|s|m|h)?\s*$")
 _UNIT_SECONDS: Final = {
-    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
 }
 
 
@@ -208,7 +220,16 @@ def _float(minimum: float, maximum: float | None = None) -> Callable[[object], f
 def _bool(value: object) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in {"true", "1", "yes", "on", "false", "0", "no", "off"}:
+    if isinstance(value, str) and value.lower() in {
+        "true",
+        "1",
+        "yes",
+        "on",
+        "false",
+        "0",
+        "no",
+        "off",
+    }:
         return value.lower() in {"true", "1", "yes", "on"}
     raise ConfigError(f"expected true or false, got {value!r}")
 
@@ -292,66 +313,203 @@ class Option:
 OPTIONS: Final[tuple[Option, ...]] = (
     Option("preset", "server", "preset", _str, "latency/cache/model preset (see --list-presets)"),
     Option("model", "server", "model", _str, "base model name"),
-    Option("served-model-name", "server", "served_model_names", _names,
-           "names the base model answers to; the first is reported", "NAMES"),
+    Option(
+        "served-model-name",
+        "server",
+        "served_model_names",
+        _names,
+        "names the base model answers to; the first is reported",
+        "NAMES",
+    ),
     Option("host", "server", "host", _str, "address to listen on"),
     Option("max-model-len", "server", "max_model_len", _int(16), "context window in tokens"),
     Option("max-num-seqs", "server", "max_num_seqs", _int(1), "maximum running sequences"),
-    Option("max-waiting-queue-length", "server", "max_waiting", _int(0),
-           "waiting-queue bound; beyond it requests get 429 (0: unbounded, as vLLM)"),
-    Option("mode", "server", "mode", _choice("random", "echo"),
-           "random: generated words; echo: repeat the prompt"),
-    Option("output-len-mean", "server", "output_len_mean", _int(1),
-           "mean output length in random mode when EOS is not ignored"),
+    Option(
+        "max-waiting-queue-length",
+        "server",
+        "max_waiting",
+        _int(0),
+        "waiting-queue bound; beyond it requests get 429 (0: unbounded, as vLLM)",
+    ),
+    Option(
+        "mode",
+        "server",
+        "mode",
+        _choice("random", "echo"),
+        "random: generated words; echo: repeat the prompt",
+    ),
+    Option(
+        "output-len-mean",
+        "server",
+        "output_len_mean",
+        _int(1),
+        "mean output length in random mode when EOS is not ignored",
+    ),
     Option("seed", "server", "seed", _int(0), "random seed (server index is added)"),
     Option("lora-modules", "server", "lora_modules", _names, "LoRA adapter names served", "NAMES"),
     Option("max-loras", "server", "max_loras", _int(1), "adapters that may run at once"),
     Option("role", "server", "role", _optional_str, "role label, e.g. prefill or decode"),
     Option("labels", "server", "labels", _labels, "labels for the endpoints file", "K=V,..."),
-    Option("max-request-body-size-mb", "server", "max_request_body_bytes", _mib,
-           "request bodies above this get 413"),
-    Option("enable-prompt-tokens-details", "server", "enable_prompt_tokens_details", _bool,
-           "report cached prompt tokens in usage.prompt_tokens_details (as vLLM's flag)"),
-    Option("prefill-overhead", "latency", "prefill_overhead", parse_duration,
-           "fixed part of TTFT", "DURATION"),
-    Option("prefill-time-per-token", "latency", "prefill_time_per_token", parse_duration,
-           "TTFT per uncached prompt token", "DURATION"),
-    Option("prefill-time-std-dev", "latency", "prefill_time_std_dev", parse_duration,
-           "TTFT jitter (normal, clamped to 0.3..1.7 x mean)", "DURATION"),
-    Option("inter-token-latency", "latency", "inter_token_latency", parse_duration,
-           "time between output tokens with one running sequence", "DURATION"),
-    Option("inter-token-latency-std-dev", "latency", "inter_token_latency_std_dev",
-           parse_duration, "inter-token jitter", "DURATION"),
-    Option("time-factor-under-load", "latency", "time_factor_under_load", _float(1.0),
-           "latency multiplier when max-num-seqs are running (linear in between)"),
-    Option("time-scale", "latency", "time_scale", _float(1e-6),
-           "multiplies every latency (0.1 runs ten times faster)"),
+    Option(
+        "max-request-body-size-mb",
+        "server",
+        "max_request_body_bytes",
+        _mib,
+        "request bodies above this get 413",
+    ),
+    Option(
+        "enable-request-id-headers",
+        "server",
+        "enable_request_id_headers",
+        _bool,
+        "echo x-request-id on every response (as vLLM's flag)",
+    ),
+    Option(
+        "context-length-status",
+        "server",
+        "context_length_status",
+        lambda v: int(_choice("400", "413")(str(v))),
+        "status for prompts longer than max-model-len: 400 as vLLM, or 413",
+    ),
+    Option(
+        "enable-prompt-tokens-details",
+        "server",
+        "enable_prompt_tokens_details",
+        _bool,
+        "report cached prompt tokens in usage.prompt_tokens_details (as vLLM's flag)",
+    ),
+    Option(
+        "prefill-overhead",
+        "latency",
+        "prefill_overhead",
+        parse_duration,
+        "fixed part of TTFT",
+        "DURATION",
+    ),
+    Option(
+        "prefill-time-per-token",
+        "latency",
+        "prefill_time_per_token",
+        parse_duration,
+        "TTFT per uncached prompt token",
+        "DURATION",
+    ),
+    Option(
+        "prefill-time-std-dev",
+        "latency",
+        "prefill_time_std_dev",
+        parse_duration,
+        "TTFT jitter (normal, clamped to 0.3..1.7 x mean)",
+        "DURATION",
+    ),
+    Option(
+        "inter-token-latency",
+        "latency",
+        "inter_token_latency",
+        parse_duration,
+        "time between output tokens with one running sequence",
+        "DURATION",
+    ),
+    Option(
+        "inter-token-latency-std-dev",
+        "latency",
+        "inter_token_latency_std_dev",
+        parse_duration,
+        "inter-token jitter",
+        "DURATION",
+    ),
+    Option(
+        "time-factor-under-load",
+        "latency",
+        "time_factor_under_load",
+        _float(1.0),
+        "latency multiplier when max-num-seqs are running (linear in between)",
+    ),
+    Option(
+        "time-scale",
+        "latency",
+        "time_scale",
+        _float(1e-6),
+        "multiplies every latency (0.1 runs ten times faster)",
+    ),
     Option("block-size", "cache", "block_size", _int(1), "tokens per KV block"),
     Option("kv-cache-size", "cache", "num_blocks", _int(1), "KV cache capacity in blocks"),
-    Option("enable-prefix-caching", "cache", "enable_prefix_caching", _bool,
-           "reuse cached prompt blocks"),
+    Option(
+        "enable-prefix-caching",
+        "cache",
+        "enable_prefix_caching",
+        _bool,
+        "reuse cached prompt blocks",
+    ),
     Option("hash-seed", "cache", "hash_seed", str, "seed of the block hash chain"),
-    Option("kv-events-endpoint", "kv_events", "endpoint", _optional_str,
-           "ZMQ endpoint for KV events, e.g. tcp://127.0.0.1:5557 (connect) or tcp://*:5557 "
-           "(bind; port offset by server index)", "ENDPOINT"),
-    Option("kv-events-topic", "kv_events", "topic", str,
-           "topic template; {host}, {port} and {model} are replaced"),
-    Option("kv-events-format", "kv_events", "encoding", _choice("map", "array"),
-           "map: events as maps (vLLM >= 0.24); array: positional (older vLLM)"),
-    Option("fault-error-rate", "faults", "error_rate", _float(0.0, 1.0),
-           "fraction of inference requests answered with an error"),
-    Option("fault-error-status", "faults", "error_status", _int(400),
-           "HTTP status of injected errors"),
-    Option("fault-hang-rate", "faults", "hang_rate", _float(0.0, 1.0),
-           "fraction of inference requests never answered"),
-    Option("fault-drop-rate", "faults", "drop_rate", _float(0.0, 1.0),
-           "fraction of streamed responses whose connection is dropped mid-stream"),
-    Option("fault-drop-after-tokens", "faults", "drop_after_tokens", _int(0),
-           "tokens sent before a dropped stream is cut"),
-    Option("fault-metrics", "faults", "metrics", _choice("ok", "stale", "missing", "hang"),
-           "stale: /metrics frozen; missing: 404; hang: never answered"),
-    Option("fault-health", "faults", "health_fail", lambda v: _choice("ok", "fail")(v) == "fail",
-           "fail: /health answers 503"),
+    Option(
+        "kv-events-endpoint",
+        "kv_events",
+        "endpoint",
+        _optional_str,
+        "ZMQ endpoint for KV events, e.g. tcp://127.0.0.1:5557 (connect) or tcp://*:5557 "
+        "(bind; port offset by server index)",
+        "ENDPOINT",
+    ),
+    Option(
+        "kv-events-topic",
+        "kv_events",
+        "topic",
+        str,
+        "topic template; {host}, {port} and {model} are replaced",
+    ),
+    Option(
+        "kv-events-format",
+        "kv_events",
+        "encoding",
+        _choice("map", "array"),
+        "map: events as maps (vLLM >= 0.24); array: positional (older vLLM)",
+    ),
+    Option(
+        "fault-error-rate",
+        "faults",
+        "error_rate",
+        _float(0.0, 1.0),
+        "fraction of inference requests answered with an error",
+    ),
+    Option(
+        "fault-error-status", "faults", "error_status", _int(400), "HTTP status of injected errors"
+    ),
+    Option(
+        "fault-hang-rate",
+        "faults",
+        "hang_rate",
+        _float(0.0, 1.0),
+        "fraction of inference requests never answered",
+    ),
+    Option(
+        "fault-drop-rate",
+        "faults",
+        "drop_rate",
+        _float(0.0, 1.0),
+        "fraction of streamed responses whose connection is dropped mid-stream",
+    ),
+    Option(
+        "fault-drop-after-tokens",
+        "faults",
+        "drop_after_tokens",
+        _int(0),
+        "tokens sent before a dropped stream is cut",
+    ),
+    Option(
+        "fault-metrics",
+        "faults",
+        "metrics",
+        _choice("ok", "stale", "missing", "hang"),
+        "stale: /metrics frozen; missing: 404; hang: never answered",
+    ),
+    Option(
+        "fault-health",
+        "faults",
+        "health_fail",
+        lambda v: _choice("ok", "fail")(v) == "fail",
+        "fail: /health answers 503",
+    ),
 )
 
 _BY_NAME: Final = {opt.name: opt for opt in OPTIONS}
@@ -406,12 +564,13 @@ PRESETS: Final[dict[str, dict[str, object]]] = {
 
 
 def _apply(config: ServerConfig, options: Mapping[str, object], where: str) -> ServerConfig:
-    groups: dict[str, dict[str, object]] = {}
+    groups: dict[str, dict[str, Any]] = {}
     for key, raw in options.items():
         opt = _BY_NAME.get(key)
         if opt is None:
-            raise ConfigError(f"{where}: unknown option {key!r}; known options: "
-                              f"{', '.join(sorted(_BY_NAME))}")
+            raise ConfigError(
+                f"{where}: unknown option {key!r}; known options: {', '.join(sorted(_BY_NAME))}"
+            )
         try:
             value = opt.parse(raw)
         except ConfigError as exc:
@@ -433,8 +592,10 @@ def _validate(config: ServerConfig, where: str) -> None:
     if lat.inter_token_latency <= 0:
         raise ConfigError(f"{where}: inter-token-latency must be positive")
     if config.max_loras > max(1, len(config.lora_modules)) and config.lora_modules:
-        raise ConfigError(f"{where}: max-loras ({config.max_loras}) exceeds the "
-                          f"{len(config.lora_modules)} adapters in lora-modules")
+        raise ConfigError(
+            f"{where}: max-loras ({config.max_loras}) exceeds the "
+            f"{len(config.lora_modules)} adapters in lora-modules"
+        )
     clash = set(config.lora_modules) & set(config.model_names)
     if clash:
         raise ConfigError(f"{where}: LoRA adapter names clash with model names: {sorted(clash)}")
@@ -442,13 +603,14 @@ def _validate(config: ServerConfig, where: str) -> None:
         raise ConfigError(f"{where}: port {config.port} is out of range")
 
 
-def _server(layers: Sequence[tuple[str, Mapping[str, object]]], where: str, port: int) -> ServerConfig:
-    preset_name: object = ServerConfig.preset
+def _server(
+    layers: Sequence[tuple[str, Mapping[str, object]]], where: str, port: int
+) -> ServerConfig:
+    preset_name: object = DEFAULT_PRESET
     for _, layer in layers:
         preset_name = layer.get("preset", preset_name)
     if not isinstance(preset_name, str) or preset_name not in PRESETS:
-        raise ConfigError(f"{where}: unknown preset {preset_name!r}; presets: "
-                          f"{', '.join(PRESETS)}")
+        raise ConfigError(f"{where}: unknown preset {preset_name!r}; presets: {', '.join(PRESETS)}")
     config = _apply(ServerConfig(port=port), PRESETS[preset_name], f"preset {preset_name}")
     for name, layer in layers:
         config = _apply(config, layer, name)
@@ -473,8 +635,10 @@ def build_fleet(
     file = dict(file or {})
     unknown = set(file) - {"defaults", "servers"}
     if unknown:
-        raise ConfigError(f"fleet file: unknown top-level keys {sorted(unknown)}; "
-                          "expected 'defaults' and 'servers'")
+        raise ConfigError(
+            f"fleet file: unknown top-level keys {sorted(unknown)}; "
+            "expected 'defaults' and 'servers'"
+        )
     defaults = file.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ConfigError("fleet file: 'defaults' must be a mapping of options")
@@ -492,10 +656,10 @@ def build_fleet(
         where = f"servers[{index}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a mapping of options, got {entry!r}")
-        entry = dict(entry)
+        options = dict(entry)
         try:
-            n = _int(1)(entry.pop("count", 1))
-            explicit_port = _int(0)(entry.pop("port")) if "port" in entry else None
+            n = _int(1)(options.pop("count", 1))
+            explicit_port = _int(0)(options.pop("port")) if "port" in options else None
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         for i in range(n):
@@ -503,7 +667,7 @@ def build_fleet(
                 port = explicit_port + i if explicit_port else 0
             else:
                 port = next_port + i if next_port else 0
-            layers = [("defaults", defaults), (where, entry), ("command line", overrides)]
+            layers = [("defaults", defaults), (where, options), ("command line", overrides)]
             config = _server(layers, where, port)
             servers.append(dataclasses.replace(config, seed=config.seed + len(servers)))
         if explicit_port is None and next_port:

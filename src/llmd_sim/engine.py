@@ -35,14 +35,17 @@ import enum
 import heapq
 import random
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from llmd_sim.config import ServerConfig
-from llmd_sim.generation import FinishReason, OutputPlan
 from llmd_sim.kvcache import KVCache
 from llmd_sim.latency import LatencyModel
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from llmd_sim.config import ServerConfig
+    from llmd_sim.generation import FinishReason, OutputPlan
 
 __all__ = [
     "Engine",
@@ -164,8 +167,13 @@ class EngineStats:
 
 
 class Engine:
-    def __init__(self, config: ServerConfig, *, rng: random.Random | None = None,
-                 observer: EngineObserver | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        rng: random.Random | None = None,
+        observer: EngineObserver | None = None,
+    ) -> None:
         self.config = config
         self.cache = KVCache(config.cache)
         self.latency = LatencyModel(config.latency, config.max_num_seqs)
@@ -236,8 +244,11 @@ class Engine:
         return self.cache.reset()
 
     def statistics(self) -> EngineStats:
-        deferred = [s.prompt.lora for s in self.waiting if s.prompt.lora
-                    and not self._lora_fits(s.prompt.lora)]
+        deferred = [
+            s.prompt.lora
+            for s in self.waiting
+            if s.prompt.lora and not self._lora_fits(s.prompt.lora)
+        ]
         waiting_loras = sorted({s.prompt.lora for s in self.waiting if s.prompt.lora})
         return EngineStats(
             running=len(self.running),
@@ -338,8 +349,9 @@ class Engine:
             if full > len(seq.chain):
                 parent = seq.chain[-1] if seq.chain else None
                 lo = len(seq.chain) * bs
-                seq.chain.extend(cache.hash_blocks(seq.tokens(lo, full * bs), seq.prompt.lora,
-                                                   parent=parent))
+                seq.chain.extend(
+                    cache.hash_blocks(seq.tokens(lo, full * bs), seq.prompt.lora, parent=parent)
+                )
             parent = seq.chain[start - 1] if start else None
             hashes = seq.chain[start:full]
             tokens = seq.tokens(start * bs, full * bs)

@@ -7,12 +7,14 @@ fleet of dozens fits on two cores (``docs/benchmarks.md`` has the measured cost)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from llmd_sim.config import FleetConfig
 from llmd_sim.server import SimServer
+
+if TYPE_CHECKING:
+    from llmd_sim.config import FleetConfig
 
 __all__ = ["Fleet"]
 
@@ -23,8 +25,9 @@ class Fleet:
     def __init__(self, config: FleetConfig) -> None:
         self.config = config
         self._zmq: zmq.Context[Any] = zmq.Context()
-        self.servers = [SimServer(c, index=i, zmq_context=self._zmq)
-                        for i, c in enumerate(config.servers)]
+        self.servers = [
+            SimServer(c, index=i, zmq_context=self._zmq) for i, c in enumerate(config.servers)
+        ]
 
     async def start(self) -> None:
         """Start every server; on failure, stop those already started and re-raise."""

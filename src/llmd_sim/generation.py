@@ -14,12 +14,14 @@ characters are held back until it is clear they do not begin a stop string.
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from llmd_sim.tokenizer import EOS, WORDS, Tokenizer
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Sequence
 
 __all__ = ["FinishReason", "OutputPlan", "SamplingSpec", "plan_output"]
 
@@ -53,8 +55,9 @@ class OutputPlan:
         return len(self.token_ids)
 
 
-def _draw_random(spec: SamplingSpec, rng: random.Random, mean_len: int, eos: int,
-                 word_ids: Sequence[int]) -> tuple[list[int], list[str]]:
+def _draw_random(
+    spec: SamplingSpec, rng: random.Random, mean_len: int, eos: int, word_ids: Sequence[int]
+) -> tuple[list[int], list[str]]:
     """Words, then end of sequence after a geometric length (mean ``mean_len``), within
     ``max_tokens``. The end-of-sequence token is counted but adds no text."""
     if spec.ignore_eos:
@@ -105,7 +108,7 @@ def plan_output(
         stops = set(spec.stop_token_ids)
         for i, tok in enumerate(ids):
             if tok in stops and i + 1 >= spec.min_tokens:
-                ids, texts = ids[: i + 1], texts[:i] + [""]
+                ids, texts = ids[: i + 1], [*texts[:i], ""]
                 finish, stop_reason = "stop", tok
                 break
     if not spec.stop:
@@ -113,8 +116,13 @@ def plan_output(
     return _apply_stop_strings(spec, ids, texts, finish, stop_reason)
 
 
-def _apply_stop_strings(spec: SamplingSpec, ids: list[int], texts: list[str],
-                        finish: FinishReason, stop_reason: str | int | None) -> OutputPlan:
+def _apply_stop_strings(
+    spec: SamplingSpec,
+    ids: list[int],
+    texts: list[str],
+    finish: FinishReason,
+    stop_reason: str | int | None,
+) -> OutputPlan:
     longest = max(len(s) for s in spec.stop)
     text = ""
     end = len(ids)
@@ -128,7 +136,9 @@ def _apply_stop_strings(spec: SamplingSpec, ids: list[int], texts: list[str],
         if hits:
             pos, matched = min(hits)
             end = i + 1
-            final_text = text[: pos + len(matched)] if spec.include_stop_str_in_output else text[:pos]
+            final_text = (
+                text[: pos + len(matched)] if spec.include_stop_str_in_output else text[:pos]
+            )
             finish, stop_reason = "stop", matched
             break
     if final_text is None:

@@ -39,11 +39,22 @@ __all__ = ["Handler", "HttpProtocol", "HttpRequest", "Responder"]
 _log = logging.getLogger(__name__)
 
 _REASONS: Final = {
-    100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-    405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
-    413: "Request Entity Too Large", 422: "Unprocessable Entity", 429: "Too Many Requests",
-    500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
-    503: "Service Unavailable", 504: "Gateway Timeout",
+    100: "Continue",
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    409: "Conflict",
+    413: "Request Entity Too Large",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
 }
 
 
@@ -80,8 +91,10 @@ _DATE = _DateCache()
 
 
 def _head(status: int, headers: Iterable[tuple[str, str]], extra: bytes) -> bytes:
-    lines = [b"HTTP/1.1 %d %s\r\ndate: %s\r\nserver: uvicorn\r\n"
-             % (status, _REASONS.get(status, "Unknown").encode(), _DATE.get())]
+    lines = [
+        b"HTTP/1.1 %d %s\r\ndate: %s\r\nserver: uvicorn\r\n"
+        % (status, _REASONS.get(status, "Unknown").encode(), _DATE.get())
+    ]
     lines.extend(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in headers)
     lines.append(extra)
     return b"".join(lines)
@@ -105,24 +118,36 @@ class Responder:
         """The peer is gone (or the connection was cut); further writes are dropped."""
         return self._conn.closed
 
-    def send(self, status: int, body: bytes, content_type: str = "application/json",
-             headers: Iterable[tuple[str, str]] = ()) -> None:
+    def send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
         if self.done:
             return
         self.status = status
-        extra = b"content-type: %s\r\ncontent-length: %d\r\n%s\r\n" % (
-            content_type.encode(), len(body), b"" if self._keep_alive else b"connection: close\r\n"
+        media = b"content-type: %s\r\n" % content_type.encode() if content_type else b""
+        extra = b"%scontent-length: %d\r\n%s\r\n" % (
+            media,
+            len(body),
+            b"" if self._keep_alive else b"connection: close\r\n",
         )
         self._conn.write(_head(status, headers, extra) + body)
         self._finish()
 
-    def start_stream(self, status: int = 200,
-                     content_type: str = "text/event-stream; charset=utf-8",
-                     headers: Iterable[tuple[str, str]] = ()) -> None:
+    def start_stream(
+        self,
+        status: int = 200,
+        content_type: str = "text/event-stream; charset=utf-8",
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
         self.status = status
         self._streaming = True
         extra = b"content-type: %s\r\ntransfer-encoding: chunked\r\n%s\r\n" % (
-            content_type.encode(), b"" if self._keep_alive else b"connection: close\r\n"
+            content_type.encode(),
+            b"" if self._keep_alive else b"connection: close\r\n",
         )
         self._conn.write(_head(status, headers, extra))
 
@@ -150,8 +175,11 @@ class Responder:
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, handler: Handler, max_body: int) -> None:
+    def __init__(
+        self, handler: Handler, max_body: int, connections: set[HttpProtocol] | None = None
+    ) -> None:
         self._handler = handler
+        self._connections = connections
         self._max_body = max_body
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
@@ -168,7 +196,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport.
-        self._transport = cast(asyncio.Transport, transport)
+        self._transport = cast("asyncio.Transport", transport)
 
     def data_received(self, data: bytes) -> None:
         if self._rejected:
@@ -183,6 +211,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._connections is not None:
+            self._connections.discard(self)
         current, self._current = self._current, None
         if current is not None and not current.done and current.on_close is not None:
             current.on_close()
@@ -268,13 +298,13 @@ class HttpProtocol(asyncio.Protocol):
         self._current = responder
         try:
             self._handler(request, responder)
-        except Exception:  # a handler bug answers 500 and is logged; the server carries on
+        except Exception:  # noqa: BLE001 - a handler bug answers 500, is logged, and the server carries on
             _log.exception("handler failed for %s %s", request.method, request.path)
             if not responder.done:
                 responder.send(500, b'{"detail":"internal simulator error"}')
 
     def _too_large(self) -> bytes:
-        return (b'{"detail":"request body exceeds the limit of %d bytes"}' % self._max_body)
+        return b'{"detail":"request body exceeds the limit of %d bytes"}' % self._max_body
 
     def _reject(self, status: int, body: bytes) -> None:
         """Answer with an error and close: the rest of the stream cannot be trusted."""

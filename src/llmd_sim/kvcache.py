@@ -30,12 +30,15 @@ from __future__ import annotations
 
 from array import array
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import xxhash
 
-from llmd_sim.config import CacheConfig
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from llmd_sim.config import CacheConfig
 
 __all__ = ["AllBlocksCleared", "BlockRemoved", "BlockStored", "KVCache", "KVEvent"]
 
@@ -103,8 +106,15 @@ class KVCache:
 
     # ------------------------------------------------------------------ hashing
 
-    def hash_blocks(self, tokens: Sequence[int], lora: str | None, *, start_block: int = 0,
-                    parent: int | None = None, end_token: int | None = None) -> list[int]:
+    def hash_blocks(
+        self,
+        tokens: Sequence[int],
+        lora: str | None,
+        *,
+        start_block: int = 0,
+        parent: int | None = None,
+        end_token: int | None = None,
+    ) -> list[int]:
         """Hashes of the full blocks of ``tokens[:end_token]`` from ``start_block`` on.
 
         ``parent`` is the hash of block ``start_block - 1`` (the root hash when starting at 0).
@@ -165,8 +175,14 @@ class KVCache:
             self.events.append(BlockRemoved((victim,)))
         self._private += n
 
-    def commit(self, hashes: Sequence[int], parent: int | None, tokens: Sequence[int],
-               first_block: int, lora: str | None) -> list[int]:
+    def commit(
+        self,
+        hashes: Sequence[int],
+        parent: int | None,
+        tokens: Sequence[int],
+        first_block: int,
+        lora: str | None,
+    ) -> list[int]:
         """Private blocks ``first_block..`` of a sequence are full: name them ``hashes``.
 
         Returns the hashes the sequence now holds references to (all of them when prefix caching
@@ -194,14 +210,27 @@ class KVCache:
             self._stored(hashes, run_start, len(hashes), run_parent, tokens, first_block, lora, bs)
         return list(hashes)
 
-    def _stored(self, hashes: Sequence[int], start: int, stop: int, parent: int | None,
-                tokens: Sequence[int], first_block: int, lora: str | None, bs: int) -> None:
+    def _stored(
+        self,
+        hashes: Sequence[int],
+        start: int,
+        stop: int,
+        parent: int | None,
+        tokens: Sequence[int],
+        first_block: int,
+        lora: str | None,
+        bs: int,
+    ) -> None:
         lo, hi = (first_block + start) * bs, (first_block + stop) * bs
-        self.events.append(BlockStored(
-            tuple(hashes[start:stop]),
-            None if parent is None or parent == self.root_hash else parent,
-            tuple(tokens[lo:hi]), bs, lora,
-        ))
+        self.events.append(
+            BlockStored(
+                tuple(hashes[start:stop]),
+                None if parent is None or parent == self.root_hash else parent,
+                tuple(tokens[lo:hi]),
+                bs,
+                lora,
+            )
+        )
 
     def release(self, held: Sequence[int], n_private: int) -> None:
         """A sequence lets go of its committed blocks ``held`` (in chain order) and private ones."""

@@ -20,14 +20,17 @@ high-water mark ZMQ drops messages, as it does for vLLM.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import zmq
 
-from llmd_sim.config import KVEventsConfig
 from llmd_sim.kvcache import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from llmd_sim.config import KVEventsConfig
 
 __all__ = ["KVEventPublisher", "encode_batch", "endpoint_for"]
 
@@ -52,15 +55,27 @@ def _event_map(event: KVEvent) -> dict[str, Any]:
             "kv_cache_spec_kind": "full_attention",
         }
     if isinstance(event, BlockRemoved):
-        return {"type": "BlockRemoved", "block_hashes": list(event.block_hashes),
-                "medium": _MEDIUM, "group_idx": 0}
+        return {
+            "type": "BlockRemoved",
+            "block_hashes": list(event.block_hashes),
+            "medium": _MEDIUM,
+            "group_idx": 0,
+        }
     return {"type": "AllBlocksCleared"}
 
 
 def _event_array(event: KVEvent) -> list[Any]:
     if isinstance(event, BlockStored):
-        return ["BlockStored", list(event.block_hashes), event.parent_block_hash,
-                list(event.token_ids), event.block_size, None, _MEDIUM, event.lora_name]
+        return [
+            "BlockStored",
+            list(event.block_hashes),
+            event.parent_block_hash,
+            list(event.token_ids),
+            event.block_size,
+            None,
+            _MEDIUM,
+            event.lora_name,
+        ]
     if isinstance(event, BlockRemoved):
         return ["BlockRemoved", list(event.block_hashes), _MEDIUM]
     assert isinstance(event, AllBlocksCleared)
@@ -91,8 +106,9 @@ def endpoint_for(config: KVEventsConfig, index: int) -> str | None:
 class KVEventPublisher:
     """A PUB socket that sends batches with consecutive sequence numbers."""
 
-    def __init__(self, context: zmq.Context[Any], config: KVEventsConfig, endpoint: str,
-                 topic: str) -> None:
+    def __init__(
+        self, context: zmq.Context[Any], config: KVEventsConfig, endpoint: str, topic: str
+    ) -> None:
         self._encoding = config.encoding
         self._topic = topic.encode()
         self._socket = context.socket(zmq.PUB)
@@ -113,7 +129,8 @@ class KVEventPublisher:
         payload = encode_batch(events, ts, self._encoding)
         try:
             self._socket.send_multipart(
-                [self._topic, self.seq.to_bytes(8, "big"), payload], flags=zmq.NOBLOCK)
+                [self._topic, self.seq.to_bytes(8, "big"), payload], flags=zmq.NOBLOCK
+            )
         except zmq.ZMQError as exc:
             self.dropped += 1
             _log.debug("KV event batch %d dropped: %s", self.seq, exc)

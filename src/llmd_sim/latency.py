@@ -18,10 +18,13 @@ the simulator reports. Jitter, when configured, is normal around the mean and cl
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from llmd_sim.config import LatencyConfig
+if TYPE_CHECKING:
+    import random
+
+    from llmd_sim.config import LatencyConfig
 
 __all__ = ["LatencyModel"]
 

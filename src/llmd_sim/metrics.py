@@ -22,21 +22,106 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from llmd_sim.config import ServerConfig
 from llmd_sim.engine import EngineStats, Seq
+
+if TYPE_CHECKING:
+    from llmd_sim.config import ServerConfig
 
 __all__ = ["ServerMetrics"]
 
-_LATENCY_TTFT: Final = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
-                        2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
-_LATENCY_ITL: Final = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
-                       5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
-_LATENCY_REQUEST: Final = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0,
-                           50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
-_HTTP_HIGHR: Final = (0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0,
-                      3.5, 4.0, 4.5, 5.0, 7.5, 10.0, 30.0, 60.0)
+_LATENCY_TTFT: Final = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    640.0,
+    2560.0,
+)
+_LATENCY_ITL: Final = (
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
+_LATENCY_REQUEST: Final = (
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+    1920.0,
+    7680.0,
+)
+_HTTP_HIGHR: Final = (
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    3.0,
+    3.5,
+    4.0,
+    4.5,
+    5.0,
+    7.5,
+    10.0,
+    30.0,
+    60.0,
+)
 _HTTP_FEW: Final = (0.1, 0.5, 1.0)
 _LORA_SERIES_KEPT: Final = 32
 
@@ -60,12 +145,12 @@ def _fmt(value: float) -> str:
         return "+Inf"
     if value == -math.inf:
         return "-Inf"
-    if value != value:
+    if math.isnan(value):
         return "NaN"
     text = repr(float(value))
     dot = text.find(".")
     if value > 0 and dot > 6:
-        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1:]}".rstrip("0.")
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
         return f"{mantissa}e+0{dot - 1}"
     return text
 
@@ -118,79 +203,170 @@ class _HistogramText:
 _HISTOGRAMS: Final[tuple[tuple[str, str, tuple[float, ...] | None], ...]] = (
     ("vllm:request_prompt_tokens", "Number of prefill tokens processed.", None),
     ("vllm:request_generation_tokens", "Number of generation tokens processed.", None),
-    ("vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.",
-     (1.0, *(float(8 << i) for i in range(12)))),
-    ("vllm:request_max_num_generation_tokens",
-     "Histogram of maximum number of requested generation tokens.", None),
-    ("vllm:request_params_n", "Histogram of the n request parameter.",
-     (1.0, 2.0, 5.0, 10.0, 20.0)),
+    (
+        "vllm:iteration_tokens_total",
+        "Histogram of number of tokens per engine_step.",
+        (1.0, *(float(8 << i) for i in range(12))),
+    ),
+    (
+        "vllm:request_max_num_generation_tokens",
+        "Histogram of maximum number of requested generation tokens.",
+        None,
+    ),
+    ("vllm:request_params_n", "Histogram of the n request parameter.", (1.0, 2.0, 5.0, 10.0, 20.0)),
     ("vllm:request_params_max_tokens", "Histogram of the max_tokens request parameter.", None),
-    ("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
-     _LATENCY_TTFT),
-    ("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.",
-     _LATENCY_ITL),
-    ("vllm:request_time_per_output_token_seconds",
-     "Histogram of time_per_output_token_seconds per request.", _LATENCY_ITL),
-    ("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
-     _LATENCY_REQUEST),
-    ("vllm:request_queue_time_seconds",
-     "Histogram of time spent in WAITING phase for request.", _LATENCY_REQUEST),
-    ("vllm:request_inference_time_seconds",
-     "Histogram of time spent in RUNNING phase for request.", _LATENCY_REQUEST),
-    ("vllm:request_prefill_time_seconds",
-     "Histogram of time spent in PREFILL phase for request.", _LATENCY_REQUEST),
-    ("vllm:request_decode_time_seconds",
-     "Histogram of time spent in DECODE phase for request.", _LATENCY_REQUEST),
-    ("vllm:request_num_preemptions", "Number of preemptions per request.",
-     (1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0)),
-    ("vllm:request_prefill_kv_computed_tokens",
-     "Histogram of new KV tokens computed during prefill (excluding cached tokens).", None),
+    (
+        "vllm:time_to_first_token_seconds",
+        "Histogram of time to first token in seconds.",
+        _LATENCY_TTFT,
+    ),
+    (
+        "vllm:inter_token_latency_seconds",
+        "Histogram of inter-token latency in seconds.",
+        _LATENCY_ITL,
+    ),
+    (
+        "vllm:request_time_per_output_token_seconds",
+        "Histogram of time_per_output_token_seconds per request.",
+        _LATENCY_ITL,
+    ),
+    (
+        "vllm:e2e_request_latency_seconds",
+        "Histogram of e2e request latency in seconds.",
+        _LATENCY_REQUEST,
+    ),
+    (
+        "vllm:request_queue_time_seconds",
+        "Histogram of time spent in WAITING phase for request.",
+        _LATENCY_REQUEST,
+    ),
+    (
+        "vllm:request_inference_time_seconds",
+        "Histogram of time spent in RUNNING phase for request.",
+        _LATENCY_REQUEST,
+    ),
+    (
+        "vllm:request_prefill_time_seconds",
+        "Histogram of time spent in PREFILL phase for request.",
+        _LATENCY_REQUEST,
+    ),
+    (
+        "vllm:request_decode_time_seconds",
+        "Histogram of time spent in DECODE phase for request.",
+        _LATENCY_REQUEST,
+    ),
+    (
+        "vllm:request_num_preemptions",
+        "Number of preemptions per request.",
+        (1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0),
+    ),
+    (
+        "vllm:request_prefill_kv_computed_tokens",
+        "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
+        None,
+    ),
 )
 
 _Value = Callable[[EngineStats], float]
 
 # name (without _total), help, extra label name, {label value: getter} or a single getter
 _COUNTERS: Final[tuple[tuple[str, str, str | None, dict[str, _Value]], ...]] = (
-    ("vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.",
-     None, {"": lambda s: s.prefix_queries}),
-    ("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.",
-     None, {"": lambda s: s.prefix_hits}),
-    ("vllm:external_prefix_cache_queries",
-     "External prefix cache queries from KV connector cross-instance cache sharing, in terms "
-     "of number of queried tokens.", None, {"": lambda s: 0}),
-    ("vllm:external_prefix_cache_hits",
-     "External prefix cache hits from KV connector cross-instance cache sharing, in terms of "
-     "number of cached tokens.", None, {"": lambda s: 0}),
-    ("vllm:mm_cache_queries", "Multi-modal cache queries, in terms of number of queried items.",
-     None, {"": lambda s: 0}),
-    ("vllm:mm_cache_hits", "Multi-modal cache hits, in terms of number of cached items.",
-     None, {"": lambda s: 0}),
-    ("vllm:num_preemptions", "Cumulative number of preemption from the engine.",
-     None, {"": lambda s: s.preemptions}),
-    ("vllm:prompt_tokens", "Number of prefill tokens processed.",
-     None, {"": lambda s: s.prompt_tokens}),
-    ("vllm:prompt_tokens_by_source", "Number of prompt tokens by source.", "source", {
-        "local_compute": lambda s: s.prompt_tokens - s.prefix_hits,
-        "local_cache_hit": lambda s: s.prefix_hits,
-        "external_kv_transfer": lambda s: 0,
-    }),
-    ("vllm:prompt_tokens_cached", "Number of cached prompt tokens (local + external).",
-     None, {"": lambda s: s.prefix_hits}),
-    ("vllm:prompt_tokens_cached_by_source",
-     "Prefix-cache hit tokens by the cache tier that supplied them.", "source", {
-         "device": lambda s: s.prefix_hits,
-         "host": lambda s: 0, "p2p": lambda s: 0, "disk": lambda s: 0,
-         "external_unspecified": lambda s: 0,
-     }),
-    ("vllm:generation_tokens", "Number of generation tokens processed.",
-     None, {"": lambda s: s.generation_tokens}),
-    ("vllm:request_success", "Count of successfully processed requests.", "finished_reason", {
-        "stop": lambda s: s.finished["stop"],
-        "length": lambda s: s.finished["length"],
-        "abort": lambda s: s.finished["abort"],
-        "error": lambda s: s.finished["error"],
-        "repetition": lambda s: 0,
-    }),
+    (
+        "vllm:prefix_cache_queries",
+        "Prefix cache queries, in terms of number of queried tokens.",
+        None,
+        {"": lambda s: s.prefix_queries},
+    ),
+    (
+        "vllm:prefix_cache_hits",
+        "Prefix cache hits, in terms of number of cached tokens.",
+        None,
+        {"": lambda s: s.prefix_hits},
+    ),
+    (
+        "vllm:external_prefix_cache_queries",
+        "External prefix cache queries from KV connector cross-instance cache sharing, in terms "
+        "of number of queried tokens.",
+        None,
+        {"": lambda s: 0},
+    ),
+    (
+        "vllm:external_prefix_cache_hits",
+        "External prefix cache hits from KV connector cross-instance cache sharing, in terms of "
+        "number of cached tokens.",
+        None,
+        {"": lambda s: 0},
+    ),
+    (
+        "vllm:mm_cache_queries",
+        "Multi-modal cache queries, in terms of number of queried items.",
+        None,
+        {"": lambda s: 0},
+    ),
+    (
+        "vllm:mm_cache_hits",
+        "Multi-modal cache hits, in terms of number of cached items.",
+        None,
+        {"": lambda s: 0},
+    ),
+    (
+        "vllm:num_preemptions",
+        "Cumulative number of preemption from the engine.",
+        None,
+        {"": lambda s: s.preemptions},
+    ),
+    (
+        "vllm:prompt_tokens",
+        "Number of prefill tokens processed.",
+        None,
+        {"": lambda s: s.prompt_tokens},
+    ),
+    (
+        "vllm:prompt_tokens_by_source",
+        "Number of prompt tokens by source.",
+        "source",
+        {
+            "local_compute": lambda s: s.prompt_tokens - s.prefix_hits,
+            "local_cache_hit": lambda s: s.prefix_hits,
+            "external_kv_transfer": lambda s: 0,
+        },
+    ),
+    (
+        "vllm:prompt_tokens_cached",
+        "Number of cached prompt tokens (local + external).",
+        None,
+        {"": lambda s: s.prefix_hits},
+    ),
+    (
+        "vllm:prompt_tokens_cached_by_source",
+        "Prefix-cache hit tokens by the cache tier that supplied them.",
+        "source",
+        {
+            "device": lambda s: s.prefix_hits,
+            "host": lambda s: 0,
+            "p2p": lambda s: 0,
+            "disk": lambda s: 0,
+            "external_unspecified": lambda s: 0,
+        },
+    ),
+    (
+        "vllm:generation_tokens",
+        "Number of generation tokens processed.",
+        None,
+        {"": lambda s: s.generation_tokens},
+    ),
+    (
+        "vllm:request_success",
+        "Count of successfully processed requests.",
+        "finished_reason",
+        {
+            "stop": lambda s: s.finished["stop"],
+            "length": lambda s: s.finished["length"],
+            "abort": lambda s: s.finished["abort"],
+            "error": lambda s: s.finished["error"],
+            "repetition": lambda s: 0,
+        },
+    ),
 )
 
 
@@ -212,8 +388,10 @@ class ServerMetrics:
             hist = _Histogram(bounds if bounds is not None else token_buckets)
             self.histograms[name] = hist
             head = f"# HELP {name} {help_text}\n# TYPE {name} histogram\n"
-            tail = (f"# HELP {name}_created {help_text}\n# TYPE {name}_created gauge\n"
-                    f"{name}_created{{{self._base}}} {_fmt(created)}\n")
+            tail = (
+                f"# HELP {name}_created {help_text}\n# TYPE {name}_created gauge\n"
+                f"{name}_created{{{self._base}}} {_fmt(created)}\n"
+            )
             self._histogram_text.append((head, _HistogramText(name, base, hist.bounds), hist, tail))
         self._counter_text: list[tuple[str, list[tuple[str, _Value]], str]] = []
         for name, help_text, label, values in _COUNTERS:
@@ -224,17 +402,22 @@ class ServerMetrics:
                 series.append((f"{name}_total{{{labels}}} ", getter))
                 created_lines.append(f"{name}_created{{{labels}}} {_fmt(created)}\n")
             head = f"# HELP {name}_total {help_text}\n# TYPE {name}_total counter\n"
-            tail = (f"# HELP {name}_created {help_text}\n# TYPE {name}_created gauge\n"
-                    + "".join(created_lines))
+            tail = f"# HELP {name}_created {help_text}\n# TYPE {name}_created gauge\n" + "".join(
+                created_lines
+            )
             self._counter_text.append((head, series, tail))
         cache = config.cache
         info = {
-            "block_size": str(cache.block_size), "cache_dtype": "auto",
-            "enable_prefix_caching": str(cache.enable_prefix_caching), "engine": "0",
+            "block_size": str(cache.block_size),
+            "cache_dtype": "auto",
+            "enable_prefix_caching": str(cache.enable_prefix_caching),
+            "engine": "0",
             "gpu_memory_utilization": "0.9",
             "kv_cache_size_tokens": str(cache.num_blocks * cache.block_size),
-            "num_cpu_blocks": "None", "num_gpu_blocks": str(cache.num_blocks),
-            "num_gpu_blocks_override": "None", "prefix_caching_hash_algo": "xxhash64_sim",
+            "num_cpu_blocks": "None",
+            "num_gpu_blocks": str(cache.num_blocks),
+            "num_gpu_blocks_override": "None",
+            "prefix_caching_hash_algo": "xxhash64_sim",
             "sliding_window": "None",
         }
         self._cache_info = (
@@ -248,8 +431,9 @@ class ServerMetrics:
         self._http_count: dict[tuple[str, str, str], int] = {}
         self._http_size: dict[str, list[float]] = {}
         self._http_highr = _Histogram(_HTTP_HIGHR)
-        self._http_highr_text = _HistogramText("http_request_duration_highr_seconds", {},
-                                               _HTTP_HIGHR)
+        self._http_highr_text = _HistogramText(
+            "http_request_duration_highr_seconds", {}, _HTTP_HIGHR
+        )
         self._http_few: dict[tuple[str, str], tuple[_Histogram, _HistogramText]] = {}
         self._cached_page = b""
         self._cached_key: tuple[object, ...] = ()
@@ -278,7 +462,8 @@ class ServerMetrics:
         h["vllm:request_decode_time_seconds"].observe(now - seq.first_token_at)
         if seq.generated > 1:
             h["vllm:request_time_per_output_token_seconds"].observe(
-                (now - seq.first_token_at) / (seq.generated - 1))
+                (now - seq.first_token_at) / (seq.generated - 1)
+            )
         h["vllm:request_prompt_tokens"].observe(prompt)
         h["vllm:request_generation_tokens"].observe(seq.generated)
         h["vllm:request_params_max_tokens"].observe(seq.max_tokens)
@@ -294,8 +479,15 @@ class ServerMetrics:
     def on_request(self, n: int) -> None:
         self.histograms["vllm:request_params_n"].observe(n)
 
-    def on_http(self, handler: str, method: str, status: int, seconds: float,
-                request_bytes: int, response_bytes: int) -> None:
+    def on_http(
+        self,
+        handler: str,
+        method: str,
+        status: int,
+        seconds: float,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
         """One answered HTTP request, as vLLM's FastAPI instrumentator records it."""
         key = (handler, method, f"{status // 100}xx")
         self._http_count[key] = self._http_count.get(key, 0) + 1
@@ -306,8 +498,9 @@ class ServerMetrics:
         self._http_highr.observe(seconds)
         few = self._http_few.get((handler, method))
         if few is None:
-            text = _HistogramText("http_request_duration_seconds",
-                                  {"handler": handler, "method": method}, _HTTP_FEW)
+            text = _HistogramText(
+                "http_request_duration_seconds", {"handler": handler, "method": method}, _HTTP_FEW
+            )
             few = self._http_few[(handler, method)] = (_Histogram(_HTTP_FEW), text)
         few[0].observe(seconds)
 
@@ -327,9 +520,17 @@ class ServerMetrics:
         stats = self._stats()
         if self._has_lora:
             self._note_lora(stats)
-        key = (stats.running, stats.waiting, stats.kv_blocks_used, stats.generation_tokens,
-               stats.prompt_tokens, sum(stats.finished.values()), self._http_highr.count,
-               self.queue_rejections, len(self._lora_series))
+        key = (
+            stats.running,
+            stats.waiting,
+            stats.kv_blocks_used,
+            stats.generation_tokens,
+            stats.prompt_tokens,
+            sum(stats.finished.values()),
+            self._http_highr.count,
+            self.queue_rejections,
+            len(self._lora_series),
+        )
         if key == self._cached_key:
             return self._cached_page
         page = self._render(stats).encode()
@@ -384,12 +585,18 @@ class ServerMetrics:
             out.append(tail)
         out.append(self._cache_info)
         if self._has_lora:
-            out.append("# HELP vllm:lora_requests_info Running stats on lora requests.\n"
-                       "# TYPE vllm:lora_requests_info gauge\n")
+            out.append(
+                "# HELP vllm:lora_requests_info Running stats on lora requests.\n"
+                "# TYPE vllm:lora_requests_info gauge\n"
+            )
             for (running, waiting), stamp in self._lora_series.items():
-                labels = _labels({"max_lora": str(self._max_loras),
-                                  "running_lora_adapters": running,
-                                  "waiting_lora_adapters": waiting})
+                labels = _labels(
+                    {
+                        "max_lora": str(self._max_loras),
+                        "running_lora_adapters": running,
+                        "waiting_lora_adapters": waiting,
+                    }
+                )
                 out.append(f"vllm:lora_requests_info{{{labels}}} {_fmt(stamp)}\n")
         self._render_http(out)
         return "".join(out)
@@ -398,23 +605,32 @@ class ServerMetrics:
         return _labels({"model_name": self._model})
 
     def _render_http(self, out: list[str]) -> None:
-        out.append("# HELP http_requests_total Total number of requests by method, status and "
-                   "handler.\n# TYPE http_requests_total counter\n")
+        out.append(
+            "# HELP http_requests_total Total number of requests by method, status and "
+            "handler.\n# TYPE http_requests_total counter\n"
+        )
         for (handler, method, status), count in self._http_count.items():
             labels = _labels({"handler": handler, "method": method, "status": status})
             out.append(f"http_requests_total{{{labels}}} {float(count)}\n")
         for name, index in (("http_request_size_bytes", 1), ("http_response_size_bytes", 2)):
             kind = "incoming requests" if index == 1 else "outgoing responses"
-            out.append(f"# HELP {name} Content length of {kind} by handler.\n"
-                       f"# TYPE {name} summary\n")
+            out.append(
+                f"# HELP {name} Content length of {kind} by handler.\n# TYPE {name} summary\n"
+            )
             for handler, sizes in self._http_size.items():
                 labels = _labels({"handler": handler})
-                out.append(f"{name}_count{{{labels}}} {float(sizes[0])}\n"
-                           f"{name}_sum{{{labels}}} {float(sizes[index])}\n")
-        out.append("# HELP http_request_duration_highr_seconds Latency with many buckets but no "
-                   "API specific labels.\n# TYPE http_request_duration_highr_seconds histogram\n")
+                out.append(
+                    f"{name}_count{{{labels}}} {float(sizes[0])}\n"
+                    f"{name}_sum{{{labels}}} {float(sizes[index])}\n"
+                )
+        out.append(
+            "# HELP http_request_duration_highr_seconds Latency with many buckets but no "
+            "API specific labels.\n# TYPE http_request_duration_highr_seconds histogram\n"
+        )
         self._http_highr_text.render(out, self._http_highr)
-        out.append("# HELP http_request_duration_seconds Latency with only few buckets by "
-                   "handler.\n# TYPE http_request_duration_seconds histogram\n")
+        out.append(
+            "# HELP http_request_duration_seconds Latency with only few buckets by "
+            "handler.\n# TYPE http_request_duration_seconds histogram\n"
+        )
         for hist, text in self._http_few.values():
             text.render(out, hist)

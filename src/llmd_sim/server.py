@@ -1,63 +1,60 @@
 """One simulated vLLM server: HTTP routes over an engine, its metrics, KV events and faults.
 
-Routes (as vLLM serves them): ``POST /v1/chat/completions``, ``POST /v1/completions``,
+Routes, as vLLM serves them: ``POST /v1/chat/completions``, ``POST /v1/completions``,
 ``GET /v1/models``, ``GET /health``, ``POST /tokenize``, ``GET /metrics``, ``GET /version``,
-``POST /reset_prefix_cache``. Simulator additions: ``GET|POST|DELETE /admin/faults`` to read,
-change or clear injected faults at run time.
+``POST /reset_prefix_cache``. Added by the simulator: ``GET|POST|DELETE /admin/faults`` to read,
+change or clear injected faults while it runs.
 
 The engine runs on the event loop's clock. After anything that changes it (a request, a
-disconnect, a timer) the server publishes the KV events it produced as one batch and re-arms a
-single timer at the engine's next deadline.
+disconnect, a timer) the server publishes the KV events produced as one batch (one "engine step")
+and re-arms a single timer at the engine's next deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import random
 import time
-from collections.abc import Callable
-from typing import Any, Final
+import uuid
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import zmq
 
+from llmd_sim.completions import Exchange, build_sequences
 from llmd_sim.config import OPTIONS, ConfigError, FaultConfig, ServerConfig
-from llmd_sim.engine import Engine, Prompt, QueueFull, Seq
-from llmd_sim.generation import plan_output
+from llmd_sim.engine import Engine, QueueFull, Seq
 from llmd_sim.http import HttpProtocol, HttpRequest, Responder
 from llmd_sim.kvevents import KVEventPublisher, endpoint_for
 from llmd_sim.metrics import ServerMetrics
-from llmd_sim.openai import (
-    ApiError,
-    Choice,
-    ChunkEncoder,
-    GenerationRequest,
-    ModelCatalog,
-    chat_response,
-    completion_response,
-    error_body,
-    parse_generation,
-    parse_tokenize,
-)
-from llmd_sim.tokenizer import EOS, EOT, Tokenizer
+from llmd_sim.openai import ApiError, ModelCatalog, error_body, parse_generation, parse_tokenize
+from llmd_sim.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["SimServer"]
 
-_log = logging.getLogger(__name__)
 _JSON: Final = msgspec.json.Encoder()
 _TIMER_SLACK: Final = 0.0005  # tokens due within half a millisecond go out together
-_NOT_FOUND: Final = b'{"detail":"Not Found"}'
-_NOT_ALLOWED: Final = b'{"detail":"Method Not Allowed"}'
-# Fault fields that may be changed through /admin/faults, with the option that parses them.
-_FAULT_FIELDS: Final = {opt.attr: opt for opt in OPTIONS if opt.group == "faults"}
-_FAULT_ALIASES: Final = {"health": "health_fail"}
+_NOT_FOUND: Final = error_body(404, "Not Found", "Not Found")
+_NOT_ALLOWED: Final = error_body(405, "Method Not Allowed", "Method Not Allowed")
+_UNSUPPORTED_MEDIA: Final = error_body(
+    400,
+    "1 validation error:\n  Unsupported Media Type: Only 'application/json' is allowed",
+    "Bad Request",
+)
+# Fault fields changeable through /admin/faults, with the option that parses each.
+_FAULT_OPTIONS: Final = {opt.attr: opt for opt in OPTIONS if opt.group == "faults"}
+
+Route = dict[str, "Callable[[HttpRequest, Responder], None]"]
 
 
 class SimServer:
-    def __init__(self, config: ServerConfig, *, index: int = 0,
-                 zmq_context: zmq.Context[Any] | None = None) -> None:
+    def __init__(
+        self, config: ServerConfig, *, index: int = 0, zmq_context: zmq.Context[Any] | None = None
+    ) -> None:
         self.config = config
         self.index = index
         self.faults: FaultConfig = config.faults
@@ -65,8 +62,14 @@ class SimServer:
         self.engine = Engine(config)
         self.metrics = ServerMetrics(config, self.engine.statistics)
         self.engine.observer = self.metrics
-        self.catalog = ModelCatalog(config.model_names, config.lora_modules,
-                                    config.max_model_len, self.tokenizer, config.mode == "echo")
+        self.catalog = ModelCatalog(
+            config.model_names,
+            config.lora_modules,
+            config.max_model_len,
+            self.tokenizer,
+            echo=config.mode == "echo",
+            context_length_status=config.context_length_status,
+        )
         self.rng = random.Random(config.seed ^ 0x5EED)
         self.port = config.port
         self._zmq = zmq_context
@@ -76,8 +79,9 @@ class SimServer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._stale_page: bytes | None = None
+        self._connections: set[HttpProtocol] = set()
         self._started = int(time.time())
-        self._routes: dict[str, dict[str, Callable[[HttpRequest, Responder], None]]] = {
+        self._routes: dict[str, Route] = {
             "/v1/chat/completions": {"POST": lambda q, r: self._generate("chat", q, r)},
             "/v1/completions": {"POST": lambda q, r: self._generate("completion", q, r)},
             "/v1/models": {"GET": self._models},
@@ -86,8 +90,11 @@ class SimServer:
             "/metrics": {"GET": self._metrics},
             "/version": {"GET": lambda q, r: r.send(200, b'{"version":"0.32.0"}')},
             "/reset_prefix_cache": {"POST": self._reset_prefix_cache},
-            "/admin/faults": {"GET": self._faults_get, "POST": self._faults_post,
-                              "DELETE": self._faults_clear},
+            "/admin/faults": {
+                "GET": self._faults_get,
+                "POST": self._faults_post,
+                "DELETE": self._faults_clear,
+            },
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -100,31 +107,41 @@ class SimServer:
     def kv_topic(self) -> str | None:
         return self._publisher.topic if self._publisher else None
 
+    @property
+    def kv_publisher(self) -> KVEventPublisher | None:
+        return self._publisher
+
     async def start(self) -> None:
         """Listen, and open the KV-event socket if configured. Ready when this returns."""
         loop = asyncio.get_running_loop()
         self._loop = loop
         config = self.config
         self._server = await loop.create_server(
-            lambda: HttpProtocol(self.handle, config.max_request_body_bytes),
-            config.host, config.port, reuse_address=True, backlog=1024,
+            lambda: HttpProtocol(self.handle, config.max_request_body_bytes, self._connections),
+            config.host,
+            config.port,
+            reuse_address=True,
+            backlog=1024,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        kv = config.kv_events
-        endpoint = endpoint_for(kv, self.index)
+        endpoint = endpoint_for(config.kv_events, self.index)
         if endpoint is not None:
             if self._zmq is None:
                 self._zmq = zmq.Context.instance()
-            topic = kv.topic.format(host=config.host, port=self.port, model=config.model_names[0])
-            self._publisher = KVEventPublisher(self._zmq, kv, endpoint, topic)
+            topic = config.kv_events.topic.format(
+                host=config.host, port=self.port, model=config.model_names[0]
+            )
+            self._publisher = KVEventPublisher(self._zmq, config.kv_events, endpoint, topic)
 
     async def close(self) -> None:
+        """Stop listening, cut open connections, close the KV-event socket."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._server is not None:
             self._server.close()
-            self._server.close_clients()
+            for connection in list(self._connections):
+                connection.abort()
             await self._server.wait_closed()
             self._server = None
         if self._publisher is not None:
@@ -133,18 +150,15 @@ class SimServer:
 
     # ------------------------------------------------------------------ engine driving
 
-    def _now(self) -> float:
+    def now(self) -> float:
         assert self._loop is not None
         return self._loop.time()
 
     def engine_changed(self) -> None:
         """Publish pending KV events and re-arm the timer at the engine's next deadline."""
-        if self._publisher is not None:
-            events = self.engine.cache.take_events()
-            if events:
-                self._publisher.publish(events, time.time())
-        else:
-            self.engine.cache.events.clear()
+        events = self.engine.cache.take_events()
+        if events and self._publisher is not None:
+            self._publisher.publish(events, time.time())
         deadline = self.engine.next_deadline()
         if deadline is None:
             return
@@ -158,9 +172,15 @@ class SimServer:
 
     def _on_timer(self) -> None:
         self._timer = None
-        produced = self.engine.advance(self._now() + _TIMER_SLACK)
+        produced = self.engine.advance(self.now() + _TIMER_SLACK)
         if produced:
             self.metrics.on_iteration(produced)
+        self.engine_changed()
+
+    def abort(self, seqs: list[Seq]) -> None:
+        now = self.now()
+        for seq in seqs:
+            self.engine.abort(seq, now)
         self.engine_changed()
 
     # ------------------------------------------------------------------ routing
@@ -176,44 +196,69 @@ class SimServer:
             return
         handler(request, responder)
 
+    @staticmethod
+    def _is_json(request: HttpRequest) -> bool:
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        return media == "application/json"
+
     def _health(self, request: HttpRequest, responder: Responder) -> None:
-        if self.faults.health_fail:
-            responder.send(503, error_body(503, "The server is unhealthy (injected fault)."))
-        else:
-            responder.send(200, b"")
+        responder.send(503 if self.faults.health_fail else 200, b"", content_type="")
 
     def _models(self, request: HttpRequest, responder: Responder) -> None:
         config = self.config
-        base = config.model_names[0]
 
-        def entry(name: str, root: str, parent: str | None) -> dict[str, Any]:
+        def card(name: str, root: str, parent: str | None, max_len: int | None) -> dict[str, Any]:
             return {
-                "id": name, "object": "model", "created": self._started, "owned_by": "vllm",
-                "root": root, "parent": parent, "max_model_len": config.max_model_len,
-                "permission": [{
-                    "id": f"modelperm-{self.rng.getrandbits(64):016x}",
-                    "object": "model_permission", "created": self._started,
-                    "allow_create_engine": False, "allow_sampling": True,
-                    "allow_logprobs": True, "allow_search_indices": False, "allow_view": True,
-                    "allow_fine_tuning": False, "organization": "*", "group": None,
-                    "is_blocking": False,
-                }],
+                "id": name,
+                "object": "model",
+                "created": self._started,
+                "owned_by": "vllm",
+                "root": root,
+                "parent": parent,
+                "max_model_len": max_len,
+                "permission": [
+                    {
+                        "id": f"modelperm-{self.rng.getrandbits(64):016x}",
+                        "object": "model_permission",
+                        "created": self._started,
+                        "allow_create_engine": False,
+                        "allow_sampling": True,
+                        "allow_logprobs": True,
+                        "allow_search_indices": False,
+                        "allow_view": True,
+                        "allow_fine_tuning": False,
+                        "organization": "*",
+                        "group": None,
+                        "is_blocking": False,
+                    }
+                ],
             }
 
-        data = [entry(name, config.model, None) for name in config.model_names]
-        data += [entry(name, f"/adapters/{name}", base) for name in config.lora_modules]
+        base = config.model_names[0]
+        data = [card(name, config.model, None, config.max_model_len) for name in config.model_names]
+        data += [card(name, f"/adapters/{name}", base, None) for name in config.lora_modules]
         responder.send(200, _JSON.encode({"object": "list", "data": data}))
 
     def _tokenize(self, request: HttpRequest, responder: Responder) -> None:
+        if not self._is_json(request):
+            responder.send(400, _UNSUPPORTED_MEDIA)
+            return
         try:
             tokens = parse_tokenize(request.body, self.catalog)
         except ApiError as exc:
             responder.send(exc.status, exc.body())
             return
-        responder.send(200, _JSON.encode({
-            "count": len(tokens), "max_model_len": self.config.max_model_len,
-            "tokens": tokens, "token_strs": None,
-        }))
+        responder.send(
+            200,
+            _JSON.encode(
+                {
+                    "count": len(tokens),
+                    "max_model_len": self.config.max_model_len,
+                    "tokens": tokens,
+                    "token_strs": None,
+                }
+            ),
+        )
 
     def _metrics(self, request: HttpRequest, responder: Responder) -> None:
         mode = self.faults.metrics
@@ -233,24 +278,24 @@ class SimServer:
     def _reset_prefix_cache(self, request: HttpRequest, responder: Responder) -> None:
         if self.engine.reset_prefix_cache():
             self.engine_changed()
-            responder.send(200, b"")
+            responder.send(200, b"", content_type="")
         else:
-            responder.send(409, error_body(409, "Cannot reset the prefix cache while requests "
-                                                "are running.", "ConflictError"))
+            responder.send(
+                409, error_body(409, "Cannot reset the prefix cache while requests are running.")
+            )
 
     # ------------------------------------------------------------------ faults
 
     def set_faults(self, faults: FaultConfig) -> None:
+        """Replace the injected faults. Entering "stale" freezes the current metrics page."""
         if faults.metrics != "stale":
             self._stale_page = None
-        elif self.faults.metrics != "stale":
+        elif self.faults.metrics != "stale" or self._stale_page is None:
             self._stale_page = self.metrics.render()
         self.faults = faults
 
     def _faults_json(self) -> bytes:
-        data = dataclasses.asdict(self.faults)
-        data["health"] = "fail" if data.pop("health_fail") else "ok"
-        return _JSON.encode(data)
+        return _JSON.encode(dataclasses.asdict(self.faults))
 
     def _faults_get(self, request: HttpRequest, responder: Responder) -> None:
         responder.send(200, self._faults_json())
@@ -260,19 +305,22 @@ class SimServer:
         responder.send(200, self._faults_json())
 
     def _faults_post(self, request: HttpRequest, responder: Responder) -> None:
+        """Body: a JSON object of FaultConfig fields, e.g. ``{"error_rate": 1.0}``."""
         try:
             data = msgspec.json.decode(request.body or b"{}")
             if not isinstance(data, dict):
                 raise ConfigError("the body must be a JSON object of fault settings")
             changes: dict[str, Any] = {}
             for key, value in data.items():
-                attr = _FAULT_ALIASES.get(key, key)
-                option = _FAULT_FIELDS.get(attr)
+                option = _FAULT_OPTIONS.get(key)
                 if option is None:
-                    known = sorted([*(k for k in _FAULT_FIELDS if k != "health_fail"), "health"])
-                    raise ConfigError(f"unknown fault {key!r}; known: {', '.join(known)}")
+                    raise ConfigError(
+                        f"unknown fault {key!r}; known: {', '.join(sorted(_FAULT_OPTIONS))}"
+                    )
                 try:
-                    changes[attr] = option.parse(value)
+                    changes[key] = (
+                        _parse_bool(value) if key == "health_fail" else option.parse(value)
+                    )
                 except ConfigError as exc:
                     raise ConfigError(f"fault {key!r}: {exc}") from None
         except (msgspec.DecodeError, ConfigError) as exc:
@@ -285,146 +333,99 @@ class SimServer:
 
     def _generate(self, kind: str, request: HttpRequest, responder: Responder) -> None:
         faults = self.faults
-        handler = request.path
+        headers: list[tuple[str, str]] = []
+        header_id = request.headers.get("x-request-id")
+        if self.config.enable_request_id_headers:
+            headers.append(("x-request-id", header_id or uuid.uuid4().hex))
         if faults.hang_rate and self.rng.random() < faults.hang_rate:
             return  # accepted and never answered
         if faults.error_rate and self.rng.random() < faults.error_rate:
             status = faults.error_status
-            responder.send(status, error_body(status, "Injected failure: the simulated server "
-                                                      f"answered {status}."))
-            self._http_done(handler, request, responder, 0)
+            body = error_body(status, f"Injected failure: the simulated server answered {status}.")
+            self._reply(request, responder, status, body, headers)
+            return
+        if not self._is_json(request):
+            self._reply(request, responder, 400, _UNSUPPORTED_MEDIA, headers)
             return
         try:
-            gen = parse_generation("chat" if kind == "chat" else "completion", request.body,
-                                   self.catalog)
+            gen = parse_generation(
+                "chat" if kind == "chat" else "completion", request.body, self.catalog
+            )
         except ApiError as exc:
-            responder.send(exc.status, exc.body())
-            self._http_done(handler, request, responder, 0)
+            self._reply(request, responder, exc.status, exc.body(), headers)
             return
-        now = self._now()
-        header_id = request.headers.get("x-request-id")
         suffix = header_id or f"{self.rng.getrandbits(64):016x}"
         request_id = ("chatcmpl-" if gen.kind == "chat" else "cmpl-") + suffix
-        drop = bool(faults.drop_rate) and gen.stream and self.rng.random() < faults.drop_rate
-        listener = _Response(self, gen, request, responder, request_id,
-                             faults.drop_after_tokens if drop else None)
-        seqs: list[Seq] = []
-        eos = EOT if gen.kind == "chat" else EOS
-        for p_index, prompt in enumerate(gen.prompts):
-            shared = Prompt(prompt.token_ids, gen.lora)
-            for i in range(gen.n):
-                index = p_index * gen.n + i
-                rng = (random.Random(gen.spec.seed + index) if gen.spec.seed is not None
-                       else self.rng)
-                plan = plan_output(gen.spec, rng=rng, tokenizer=self.tokenizer,
-                                   mean_len=self.config.output_len_mean, eos=eos,
-                                   echo=(prompt.echo_ids, prompt.echo_texts)
-                                   if self.catalog.echo else None)
-                seqs.append(Seq(shared, plan, listener, now, index=index,
-                                max_tokens=gen.spec.max_tokens))
-        listener.seqs = seqs
+        cut = None
+        if faults.drop_rate and gen.stream and self.rng.random() < faults.drop_rate:
+            cut = faults.drop_after_tokens
+        if cut == 0:
+            responder.start_stream(headers=headers)
+            responder.abort()  # cut right after the headers
+            return
+        now = self.now()
+        exchange = Exchange(
+            self,
+            gen,
+            request,
+            responder,
+            request_id,
+            cut_after=cut,
+            show_cached=self.config.enable_prompt_tokens_details,
+            headers=headers,
+        )
+        seqs = build_sequences(
+            gen,
+            exchange,
+            self.tokenizer,
+            now=now,
+            rng=self.rng,
+            mean_len=self.config.output_len_mean,
+            echo=self.catalog.echo,
+        )
         try:
             self.engine.submit(seqs, now)
         except QueueFull as exc:
             self.metrics.queue_rejections += 1
-            responder.send(429, error_body(429, str(exc), "RateLimitError"))
-            self._http_done(handler, request, responder, 0)
+            self._reply(request, responder, 429, error_body(429, str(exc)), headers)
             return
+        exchange.begin()
         self.metrics.on_request(gen.n)
-        responder.on_close = listener.client_gone
         self.engine_changed()
 
-    def _http_done(self, handler: str, request: HttpRequest, responder: Responder,
-                   response_bytes: int) -> None:
-        self.metrics.on_http(handler, request.method, responder.status,
-                             time.monotonic() - request.received_at, len(request.body),
-                             response_bytes)
+    def _reply(
+        self,
+        request: HttpRequest,
+        responder: Responder,
+        status: int,
+        body: bytes,
+        headers: list[tuple[str, str]],
+    ) -> None:
+        responder.send(status, body, headers=headers)
+        self.metrics.on_http(
+            request.path,
+            request.method,
+            status,
+            time.monotonic() - request.received_at,
+            len(request.body),
+            len(body),
+        )
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        request = exchange.request
+        self.metrics.on_http(
+            request.path,
+            request.method,
+            exchange.responder.status,
+            time.monotonic() - request.received_at,
+            len(request.body),
+            exchange.response_bytes,
+        )
 
 
-class _Response:
-    """Turns the tokens of a request's sequences into its HTTP response. A SeqListener."""
-
-    __slots__ = ("_bytes", "_cut_after", "_encoder", "_finished", "_request", "_responder",
-                 "_server", "_written", "gen", "request_id", "seqs")
-
-    def __init__(self, server: SimServer, gen: GenerationRequest, request: HttpRequest,
-                 responder: Responder, request_id: str, cut_after: int | None) -> None:
-        self._server = server
-        self.gen = gen
-        self._request = request
-        self._responder = responder
-        self.request_id = request_id
-        self.seqs: list[Seq] = []
-        self._finished = 0
-        self._written = 0
-        self._bytes = 0
-        self._cut_after = cut_after
-        self._encoder = ChunkEncoder(gen.kind, request_id, int(time.time()), gen.model)
-        if gen.stream:
-            responder.start_stream()
-
-    def _cached(self) -> int | None:
-        if not self._server.config.enable_prompt_tokens_details:
-            return None
-        n = self.gen.n
-        return sum(s.cached_tokens for s in self.seqs[::n])
-
-    def _prompt_tokens(self) -> int:
-        return sum(len(p.token_ids) for p in self.gen.prompts)
-
-    def on_token(self, seq: Seq, now: float) -> None:
-        if not self.gen.stream:
-            return
-        enc = self._encoder
-        plan = seq.plan
-        i = seq.generated - 1
-        last = seq.generated == len(plan)
-        delta = plan.deltas[i]
-        out = b""
-        if i == 0 and self.gen.kind == "chat":
-            out = enc.role(seq.index)
-        if delta or last:
-            usage = None
-            if self.gen.continuous_usage:
-                usage = enc.usage_object(len(seq.prompt.token_ids), seq.generated, None)
-            out += enc.token(seq.index, delta, plan.finish_reason if last else None,
-                             plan.stop_reason if last else None, usage)
-        if out:
-            self._responder.write(out)
-            self._bytes += len(out)
-        self._written += 1
-        if self._cut_after is not None and self._written >= self._cut_after:
-            self._responder.abort()
-            self.client_gone()
-
-    def on_finish(self, seq: Seq, now: float) -> None:
-        self._finished += 1
-        if self._finished < len(self.seqs):
-            return
-        gen = self.gen
-        server = self._server
-        completion = sum(s.generated for s in self.seqs)
-        if gen.stream:
-            tail = b""
-            if gen.include_usage:
-                tail = self._encoder.usage(self._prompt_tokens(), completion, self._cached())
-            tail += ChunkEncoder.DONE
-            self._responder.write(tail)
-            self._bytes += len(tail)
-            self._responder.end_stream()
-        else:
-            choices = [Choice(s.index, s.plan) for s in self.seqs]
-            render = chat_response if gen.kind == "chat" else completion_response
-            body = render(self.request_id, int(time.time()), gen.model, choices,
-                          self._prompt_tokens(), self._cached())
-            self._responder.send(200, body)
-            self._bytes = len(body)
-        server._http_done(self._request.path, self._request, self._responder, self._bytes)
-
-    def client_gone(self) -> None:
-        """The client disconnected (or the connection was cut on purpose): stop generating."""
-        server = self._server
-        now = server._now()
-        for seq in self.seqs:
-            server.engine.abort(seq, now)
-        server.engine_changed()
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in ("ok", "fail"):
+        return value == "fail"
+    raise ConfigError(f"expected true/false or ok/fail, got {value!r}")

@@ -20,10 +20,12 @@ The chat template is Llama 3's layout with its special tokens (ids 1-5)::
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import xxhash
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 __all__ = ["BOS", "EOS", "EOT", "WORDS", "ChatFormatError", "Tokenizer", "message_text"]
 
@@ -117,8 +119,9 @@ class Tokenizer:
         return _SPECIAL_STR.get(token_id)
 
     @staticmethod
-    def render_chat(messages: Sequence[Mapping[str, object]], *, add_generation_prompt: bool = True
-                    ) -> str:
+    def render_chat(
+        messages: Sequence[Mapping[str, object]], *, add_generation_prompt: bool = True
+    ) -> str:
         """Apply the chat template. Raises ChatFormatError for content it cannot render."""
         parts = ["<|begin_of_text|>"]
         for index, message in enumerate(messages):
