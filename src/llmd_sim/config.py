@@ -25,6 +25,7 @@ option and the server entry at fault.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -156,7 +157,7 @@ class FleetConfig:
 
 # --------------------------------------------------------------------------- value parsers
 
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ns|us|µs|ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ns|us|µs|ms|s|m|h)?\s*$")
 _UNIT_SECONDS: Final = {
     "ns": 1e-9,
     "us": 1e-6,
@@ -179,6 +180,8 @@ def parse_duration(value: object) -> float:
         seconds = float(m.group(1)) * (_UNIT_SECONDS[unit] if unit else 1e-3)
     else:
         raise ConfigError(f"expected a duration such as '12ms' or '1.5s', got {value!r}")
+    if not math.isfinite(seconds):
+        raise ConfigError(f"a duration must be finite, got {value!r}")
     if seconds < 0:
         raise ConfigError(f"a duration cannot be negative, got {value!r}")
     return seconds
@@ -463,7 +466,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "kv_events",
         "encoding",
         _choice("map", "array"),
-        "map: events as maps (vLLM >= 0.24); array: positional (older vLLM)",
+        "map: events as maps (vLLM after 0.23); array: positional (older vLLM)",
     ),
     Option(
         "fault-error-rate",
@@ -651,6 +654,7 @@ def build_fleet(
         raise ConfigError("fleet file: 'servers' must be a non-empty list")
 
     servers: list[ServerConfig] = []
+    origins: list[str] = []
     next_port = base_port
     for index, entry in enumerate(entries):
         where = f"servers[{index}]"
@@ -659,9 +663,12 @@ def build_fleet(
         options = dict(entry)
         try:
             n = _int(1)(options.pop("count", 1))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: option 'count': {exc}") from None
+        try:
             explicit_port = _int(0)(options.pop("port")) if "port" in options else None
         except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            raise ConfigError(f"{where}: option 'port': {exc}") from None
         for i in range(n):
             if explicit_port is not None:
                 port = explicit_port + i if explicit_port else 0
@@ -670,9 +677,41 @@ def build_fleet(
             layers = [("defaults", defaults), (where, options), ("command line", overrides)]
             config = _server(layers, where, port)
             servers.append(dataclasses.replace(config, seed=config.seed + len(servers)))
+            origins.append(where if n == 1 else f"{where} (server {i + 1} of {n})")
         if explicit_port is None and next_port:
             next_port += n
-    used = [s.port for s in servers if s.port]
-    if len(used) != len(set(used)):
-        raise ConfigError(f"two servers would listen on the same port: {sorted(used)}")
+    seen: dict[int, str] = {}
+    for server, where in zip(servers, origins, strict=True):
+        if server.port and server.port in seen:
+            raise ConfigError(
+                f"{where}: port {server.port} is already taken by {seen[server.port]}"
+            )
+        seen[server.port] = where
     return FleetConfig(servers=tuple(servers))
+
+
+def options_markdown() -> str:
+    """The option reference of docs/simulator.md, generated from OPTIONS and the defaults."""
+    defaults = _apply(ServerConfig(), PRESETS[DEFAULT_PRESET], "preset")
+    rows = ["| option (flag and YAML key) | default | meaning |", "|---|---|---|"]
+    for opt in OPTIONS:
+        holder = defaults if opt.group == "server" else getattr(defaults, opt.group)
+        value = getattr(holder, opt.attr)
+        rows.append(f"| `{opt.name}` | {_shown(opt, value)} | {opt.help} |")
+    return "\n".join(rows)
+
+
+def _shown(opt: Option, value: object) -> str:
+    if opt.parse is parse_duration:
+        assert isinstance(value, float)
+        return f"{value * 1000:g}ms"
+    if opt.attr == "max_request_body_bytes":
+        assert isinstance(value, int)
+        return str(value // (1024 * 1024))
+    if opt.attr == "health_fail":
+        return "fail" if value else "ok"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple | dict):
+        return ",".join(value) if value else "(none)"
+    return "(none)" if value is None or value == "" else str(value)

@@ -105,10 +105,16 @@ def plan_output(
     finish: FinishReason = "stop" if natural_end else "length"
     stop_reason: str | int | None = None
     if spec.stop_token_ids:
+        # As vLLM: end of sequence is checked first (stop_reason stays None), a stop token may
+        # end the answer once min_tokens tokens precede it, and its text is kept unless it is a
+        # special token.
         stops = set(spec.stop_token_ids)
         for i, tok in enumerate(ids):
-            if tok in stops and i + 1 >= spec.min_tokens:
-                ids, texts = ids[: i + 1], [*texts[:i], ""]
+            if tok == eos and not spec.ignore_eos:
+                break
+            if tok in stops and i >= spec.min_tokens:
+                special = tokenizer.special_text(tok) is not None
+                ids, texts = ids[: i + 1], [*texts[:i], "" if special else texts[i]]
                 finish, stop_reason = "stop", tok
                 break
     if not spec.stop:

@@ -42,9 +42,10 @@ _SPECIAL: Final = {
 _SPECIAL_STR: Final = {v: k for k, v in _SPECIAL.items()}
 _SPECIAL_SPLIT: Final = re.compile("(" + "|".join(re.escape(s) for s in _SPECIAL) + ")")
 # Contractions, words of up to 8 letters with their leading space, numbers in groups of 3,
-# punctuation runs, and whitespace (the last space before a word stays with the word).
+# runs of other symbols (underscore included), and whitespace (the last space before a word
+# stays with the word). Every character of the text lands in exactly one piece.
 _PIECE: Final = re.compile(
-    r"'(?:s|t|re|ve|m|ll|d)| ?[^\W\d_]{1,8}| ?\d{1,3}| ?[^\s\w]{1,4}|\s+(?!\S)|\s+"
+    r"'(?:s|t|re|ve|m|ll|d)| ?[^\W\d_]{1,8}| ?\d{1,3}| ?(?:[^\s\w]|_){1,4}|\s+(?!\S)|\s+"
 )
 _RESERVED: Final = 256
 _MAX_CACHED_PIECES: Final = 1 << 20

@@ -35,15 +35,15 @@ async def start_sim() -> AsyncIterator[StartSim]:
         await server.close()
 
 
-async def raw_exchange(port: int, data: bytes, *, timeout: float = 2.0) -> bytes:
-    """Send raw bytes and read until the server closes the connection (or ``timeout``)."""
+async def raw_exchange(port: int, data: bytes, *, wait: float = 2.0) -> bytes:
+    """Send raw bytes and read until the server closes the connection (or ``wait`` seconds)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(data)
         await writer.drain()
         chunks = []
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(wait):
                 while chunk := await reader.read(65536):
                     chunks.append(chunk)
         except TimeoutError:
@@ -56,5 +56,7 @@ async def raw_exchange(port: int, data: bytes, *, timeout: float = 2.0) -> bytes
 def post(path: str, body: bytes, *, close: bool = True, headers: str = "") -> bytes:
     """A raw HTTP/1.1 POST with a JSON body."""
     connection = "connection: close\r\n" if close else ""
-    return (f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n{connection}{headers}\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n{connection}{headers}\r\n"
+    ).encode() + body

@@ -14,9 +14,14 @@ BODY = {"model": "sim-tiny", "messages": [{"role": "user", "content": "hi"}], "m
 STREAM = {**BODY, "max_tokens": 50, "ignore_eos": True, "stream": True}
 
 
-async def chat(url: str, body: dict[str, object] = BODY, timeout: float = 5.0) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=timeout) as http:
+async def chat(url: str, body: dict[str, object] = BODY, limit: float = 5.0) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=limit) as http:
         return await http.post(f"{url}/v1/chat/completions", json=body)
+
+
+async def read_stream(http: httpx.AsyncClient, url: str, body: dict[str, object]) -> bytes:
+    async with http.stream("POST", url, json=body) as response:
+        return await response.aread()
 
 
 async def admin(url: str, method: str, body: object = None) -> httpx.Response:
@@ -44,7 +49,7 @@ async def test_error_rate_is_a_probability(start_sim: StartSim):
 async def test_hang_fault_never_answers_but_the_server_lives(start_sim: StartSim):
     sim = await start_sim(fault_hang_rate=1.0)
     with pytest.raises(httpx.ReadTimeout):
-        await chat(sim.url, timeout=0.3)
+        await chat(sim.url, limit=0.3)
     async with httpx.AsyncClient() as http:
         assert (await http.get(f"{sim.url}/v1/models")).status_code == 200
     assert sim.engine.statistics().running == 0
@@ -58,10 +63,7 @@ async def test_drop_fault_cuts_the_stream_mid_way(start_sim: StartSim):
     assert b"[DONE]" not in raw and not raw.endswith(b"0\r\n\r\n")
     async with httpx.AsyncClient() as http:
         with pytest.raises(httpx.RemoteProtocolError):
-            async with http.stream("POST", f"{sim.url}/v1/chat/completions",
-                                   json=STREAM) as response:
-                async for _ in response.aiter_bytes():
-                    pass
+            await read_stream(http, f"{sim.url}/v1/chat/completions", STREAM)
     await asyncio.sleep(0.05)
     stats = sim.engine.statistics()
     assert stats.running == 0 and stats.kv_blocks_used == 0 and stats.finished["abort"] == 2
@@ -93,8 +95,9 @@ async def test_metrics_faults(start_sim: StartSim):
 async def test_faults_are_changed_and_cleared_at_run_time(start_sim: StartSim):
     sim = await start_sim()
     assert (await chat(sim.url)).status_code == 200
-    changed = await admin(sim.url, "POST", {"error_rate": 1.0, "error_status": 503,
-                                            "health_fail": True})
+    changed = await admin(
+        sim.url, "POST", {"error_rate": 1.0, "error_status": 503, "health_fail": True}
+    )
     assert changed.status_code == 200
     assert changed.json()["error_rate"] == 1.0 and changed.json()["health_fail"] is True
     assert (await chat(sim.url)).status_code == 503

@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import yaml
@@ -14,6 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmd_sim.config import build_fleet
 from llmd_sim.fleet import Fleet
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 PROMPT = "The quick brown fox jumps over the lazy dog. " * 20
 
@@ -26,19 +29,21 @@ def hits(page: str) -> float:
 
 
 async def test_servers_of_a_fleet_are_independent():
-    fleet = Fleet(build_fleet(overrides={"preset": "tiny", "time-scale": 0.2}, count=3,
-                              base_port=0))
+    fleet = Fleet(
+        build_fleet(overrides={"preset": "tiny", "time-scale": 0.2}, count=3, base_port=0)
+    )
     async with fleet, httpx.AsyncClient() as http:
         ports = [s.port for s in fleet.servers]
         assert len(set(ports)) == 3
         body = {"model": "sim-tiny", "prompt": PROMPT, "max_tokens": 1}
         for _ in range(2):
-            assert (await http.post(f"{fleet.servers[0].url}/v1/completions",
-                                    json=body)).status_code == 200
+            assert (
+                await http.post(f"{fleet.servers[0].url}/v1/completions", json=body)
+            ).status_code == 200
         await http.post(f"{fleet.servers[1].url}/v1/completions", json=body)
         pages = [(await http.get(f"{s.url}/metrics")).text for s in fleet.servers]
-    assert hits(pages[0]) > 0          # the repeat hit server 0's cache
-    assert hits(pages[1]) == 0         # server 1 saw the prompt once: nothing to hit
+    assert hits(pages[0]) > 0  # the repeat hit server 0's cache
+    assert hits(pages[1]) == 0  # server 1 saw the prompt once: nothing to hit
     assert "vllm:num_requests_running" in pages[2] and hits(pages[2]) == 0
 
 
@@ -59,8 +64,10 @@ async def test_a_heterogeneous_fleet_file():
     """)
     fleet = Fleet(build_fleet(document, base_port=0))
     async with fleet, httpx.AsyncClient() as http:
-        models = [[m["id"] for m in (await http.get(f"{s.url}/v1/models")).json()["data"]]
-                  for s in fleet.servers]
+        models = [
+            [m["id"] for m in (await http.get(f"{s.url}/v1/models")).json()["data"]]
+            for s in fleet.servers
+        ]
         endpoints = fleet.endpoints_document()
     assert models == [["sim-tiny", "sql-lora"], ["sim-tiny", "sql-lora"], ["big-model"]]
     assert fleet.servers[2].config.latency.inter_token_latency == 0.032
@@ -76,9 +83,19 @@ async def test_a_heterogeneous_fleet_file():
 async def test_the_command_line_runs_a_fleet_and_stops_cleanly(tmp_path: Path):
     endpoints_file = tmp_path / "endpoints.yaml"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "llmd_sim", "--count", "3", "--port", "0", "--preset", "tiny",
-        "--endpoints-file", str(endpoints_file),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "llmd_sim",
+        "--count",
+        "3",
+        "--port",
+        "0",
+        "--preset",
+        "tiny",
+        "--endpoints-file",
+        str(endpoints_file),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -93,8 +110,9 @@ async def test_the_command_line_runs_a_fleet_and_stops_cleanly(tmp_path: Path):
         assert [f"http://{e['address']}:{e['port']}" for e in entries] == urls
         async with httpx.AsyncClient() as http:
             for url in urls:
-                response = await http.post(f"{url}/v1/completions",
-                                           json={"prompt": "hello", "max_tokens": 2})
+                response = await http.post(
+                    f"{url}/v1/completions", json={"prompt": "hello", "max_tokens": 2}
+                )
                 assert response.status_code == 200
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(10):
@@ -109,8 +127,14 @@ async def test_the_command_line_refuses_a_bad_fleet_file(tmp_path: Path):
     bad = tmp_path / "fleet.yaml"
     bad.write_text("servers:\n  - preset: tiny\n    max-num-seq: 4\n")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "llmd_sim", "--config", str(bad),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "llmd_sim",
+        "--config",
+        str(bad),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 2
     assert b"servers[0]: unknown option 'max-num-seq'" in err

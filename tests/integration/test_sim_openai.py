@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
 import pytest
 
-from tests.integration.conftest import StartSim
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
+
+    from tests.integration.conftest import StartSim
 
 DATA = Path(__file__).parents[1] / "data" / "vllm-0.32-cpu"
 PROMPT = "The quick brown fox jumps over the lazy dog. " * 20
@@ -107,13 +110,16 @@ async def test_chat_stream_frames_match_vllm(start_sim: StartSim):
 async def test_stream_through_the_sdk_and_usage_counts(start_sim: StartSim):
     sim = await start_sim()
     async with client(sim.port) as api:
-        messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+        messages: list[ChatCompletionMessageParam] = [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hi"},
+        ]
         stream = await api.chat.completions.create(
             model="sim-tiny",
             messages=messages,
             max_tokens=12,
             n=2,
-            stream=True,  # type: ignore[arg-type]
+            stream=True,
             stream_options={"include_usage": True},
         )
         texts = {0: "", 1: ""}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -17,9 +18,15 @@ TOK = Tokenizer()
 
 def config(**options: object) -> ServerConfig:
     base: dict[str, object] = {
-        "preset": "tiny", "max-model-len": 512, "block-size": 4, "kv-cache-size": 1024,
-        "prefill-overhead": "10ms", "prefill-time-per-token": "1ms",
-        "inter-token-latency": "5ms", "time-factor-under-load": 1.0, "max-num-seqs": 8,
+        "preset": "tiny",
+        "max-model-len": 512,
+        "block-size": 4,
+        "kv-cache-size": 1024,
+        "prefill-overhead": "10ms",
+        "prefill-time-per-token": "1ms",
+        "inter-token-latency": "5ms",
+        "time-factor-under-load": 1.0,
+        "max-num-seqs": 8,
     }
     base.update(options)
     return build_fleet(overrides=base, base_port=0).servers[0]
@@ -39,10 +46,15 @@ class Recorder:
         self.done[id(seq)] = now
 
 
-def seq(rec: Recorder, prompt: list[int], out: int, now: float = 0.0,
-        lora: str | None = None) -> Seq:
-    plan = plan_output(SamplingSpec(max_tokens=out, ignore_eos=True), rng=random.Random(1),
-                       tokenizer=TOK, mean_len=10)
+def seq(
+    rec: Recorder, prompt: list[int], out: int, now: float = 0.0, lora: str | None = None
+) -> Seq:
+    plan = plan_output(
+        SamplingSpec(max_tokens=out, ignore_eos=True),
+        rng=random.Random(1),
+        tokenizer=TOK,
+        mean_len=10,
+    )
     return Seq(Prompt(prompt, lora), plan, rec, now, max_tokens=out)
 
 
@@ -62,7 +74,7 @@ def test_alone_ttft_and_itl_are_the_configured_values():
     run(engine)
     times = rec.times[id(s)]
     assert times[0] == pytest.approx(0.010 + 40 * 0.001)
-    assert [b - a for a, b in zip(times, times[1:], strict=False)] == pytest.approx([0.005] * 4)
+    assert [b - a for a, b in itertools.pairwise(times)] == pytest.approx([0.005] * 4)
     assert rec.done[id(s)] == pytest.approx(times[-1])
     assert s.state is SeqState.FINISHED and s.finish_reason == "length"
 
@@ -97,7 +109,8 @@ def test_waiting_queue_is_fifo_and_bounded_by_max_num_seqs():
     first_done = min(rec.done[id(seqs[0])], rec.done[id(seqs[1])])
     # The third starts when a slot frees, and before the fourth.
     assert seqs[2].admitted_at == pytest.approx(first_done)
-    assert seqs[3].admitted_at is not None and seqs[3].admitted_at >= seqs[2].admitted_at
+    assert seqs[2].admitted_at is not None and seqs[3].admitted_at is not None
+    assert seqs[3].admitted_at >= seqs[2].admitted_at
     assert engine.statistics().finished["length"] == 4
 
 
@@ -140,8 +153,9 @@ def test_prompt_and_decode_blocks_are_cached():
     s = seq(rec, list(range(3000, 3010)), out=14)
     engine.submit([s], 0.0)
     run(engine)
-    stored = [h for e in engine.cache.take_events() if isinstance(e, BlockStored)
-              for h in e.block_hashes]
+    stored = [
+        h for e in engine.cache.take_events() if isinstance(e, BlockStored) for h in e.block_hashes
+    ]
     # 10 prompt + 14 output tokens; the last token's KV is never computed: (10 + 13) // 4 blocks.
     assert len(stored) == 5 == engine.cache.cached
     all_tokens = [*s.prompt.token_ids, *s.plan.token_ids]
@@ -151,10 +165,10 @@ def test_prompt_and_decode_blocks_are_cached():
 def test_head_of_line_waits_for_kv_space():
     cfg = config(**{"kv-cache-size": 130, "max-model-len": 512})
     engine, rec = Engine(cfg), Recorder()
-    big = seq(rec, list(range(5000, 5400)), out=100)      # 100 prompt blocks, grows to 125
+    big = seq(rec, list(range(5000, 5400)), out=100)  # 100 prompt blocks, grows to 125
     engine.submit([big], 0.0)
-    follower = seq(rec, list(range(6000, 6200)), out=1)   # needs 50 blocks: must wait
-    small = seq(rec, [1, 2, 3], out=1)                    # would fit, but FCFS holds it back
+    follower = seq(rec, list(range(6000, 6200)), out=1)  # needs 50 blocks: must wait
+    small = seq(rec, [1, 2, 3], out=1)  # would fit, but FCFS holds it back
     engine.submit([follower, small], 0.0)
     stats = engine.statistics()
     assert (stats.running, stats.waiting) == (1, 2)
@@ -167,7 +181,7 @@ def test_head_of_line_waits_for_kv_space():
 def test_preemption_recomputes_and_keeps_the_stream_whole():
     cfg = config(**{"kv-cache-size": 130, "max-model-len": 512, "max-num-seqs": 4})
     engine, rec = Engine(cfg), Recorder()
-    a = seq(rec, list(range(7000, 7200)), out=120)   # 50 blocks growing to 80
+    a = seq(rec, list(range(7000, 7200)), out=120)  # 50 blocks growing to 80
     b = seq(rec, list(range(8000, 8200)), out=120)
     engine.submit([a, b], 0.0)
     run(engine)
@@ -215,8 +229,15 @@ def test_abort_frees_slot_and_blocks():
 def test_choices_of_one_request_are_separate_sequences():
     engine, rec = Engine(config()), Recorder()
     shared = Prompt(list(range(10, 30)))
-    plans = [plan_output(SamplingSpec(max_tokens=3, ignore_eos=True), rng=random.Random(i),
-                         tokenizer=TOK, mean_len=3) for i in range(3)]
+    plans = [
+        plan_output(
+            SamplingSpec(max_tokens=3, ignore_eos=True),
+            rng=random.Random(i),
+            tokenizer=TOK,
+            mean_len=3,
+        )
+        for i in range(3)
+    ]
     seqs = [Seq(shared, p, rec, 0.0, index=i, max_tokens=3) for i, p in enumerate(plans)]
     engine.submit(seqs, 0.0)
     assert engine.statistics().running == 3

@@ -11,8 +11,11 @@ BS = 4
 
 
 def make(num_blocks: int = 8, caching: bool = True) -> KVCache:
-    return KVCache(CacheConfig(block_size=BS, num_blocks=num_blocks,
-                               enable_prefix_caching=caching, hash_seed="0"))
+    return KVCache(
+        CacheConfig(
+            block_size=BS, num_blocks=num_blocks, enable_prefix_caching=caching, hash_seed="0"
+        )
+    )
 
 
 def fill(cache: KVCache, tokens: list[int], lora: str | None = None) -> list[int]:
@@ -21,8 +24,9 @@ def fill(cache: KVCache, tokens: list[int], lora: str | None = None) -> list[int
     hits = cache.match(hashes, len(tokens))
     n_blocks = -(-len(tokens) // BS)
     assert cache.allocate(hashes[:hits], n_blocks - hits)
-    held = hashes[:hits] + cache.commit(hashes[hits:], hashes[hits - 1] if hits else None,
-                                        tokens[hits * BS:], 0, lora)
+    held = hashes[:hits] + cache.commit(
+        hashes[hits:], hashes[hits - 1] if hits else None, tokens[hits * BS :], 0, lora
+    )
     private = n_blocks - len(held)
     cache.release(held, private)
     return hashes
@@ -79,6 +83,7 @@ def test_stored_event_describes_the_new_run():
     more = [*tokens, 20, 21, 22, 23, 24]
     more_hashes = fill(cache, more)
     (event,) = cache.take_events()
+    assert isinstance(event, BlockStored)
     assert event.block_hashes == (more_hashes[3],)
     assert event.parent_block_hash == hashes[2]
     assert event.token_ids == (20, 21, 22, 23)
@@ -104,8 +109,8 @@ def test_unreferenced_blocks_stay_cached_and_do_not_count_as_used():
 
 def test_eviction_is_least_recently_used_and_tail_first():
     cache = make(num_blocks=4)
-    a = fill(cache, list(range(8)))           # blocks a0 a1
-    b = fill(cache, list(range(100, 108)))    # blocks b0 b1; cache is full
+    a = fill(cache, list(range(8)))  # blocks a0 a1
+    b = fill(cache, list(range(100, 108)))  # blocks b0 b1; cache is full
     cache.take_events()
     # Touch a again: it becomes more recent than b.
     assert cache.match(a, 9) == 2
@@ -123,9 +128,9 @@ def test_pinned_blocks_are_never_evicted():
     cache = make(num_blocks=4)
     a = cache.hash_blocks(list(range(8)), None)
     assert cache.allocate([], 2)
-    cache.commit(a, None, list(range(8)), 0, None)   # a0 a1 pinned by a running sequence
-    fill(cache, list(range(100, 108)))               # b0 b1 evictable
-    assert not cache.allocate([], 3)                 # only two blocks can be freed
+    cache.commit(a, None, list(range(8)), 0, None)  # a0 a1 pinned by a running sequence
+    fill(cache, list(range(100, 108)))  # b0 b1 evictable
+    assert not cache.allocate([], 3)  # only two blocks can be freed
     assert not [e for e in cache.take_events() if isinstance(e, BlockRemoved)]
     assert cache.allocate([], 2)
     removed = [e for e in cache.take_events() if isinstance(e, BlockRemoved)]

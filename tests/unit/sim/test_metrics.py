@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import given
@@ -18,14 +19,20 @@ from llmd_sim.generation import SamplingSpec, plan_output
 from llmd_sim.metrics import ServerMetrics, _fmt
 from llmd_sim.tokenizer import Tokenizer
 
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
 DATA = Path(__file__).parents[2] / "data" / "vllm-0.32-cpu"
 # Families of the real page that the simulator does not model (FLOP estimates; Python and
 # process collectors of prometheus_client).
-NOT_MODELLED = {"vllm:estimated_flops_per_gpu", "vllm:estimated_read_bytes_per_gpu",
-                "vllm:estimated_write_bytes_per_gpu"}
+NOT_MODELLED = {
+    "vllm:estimated_flops_per_gpu",
+    "vllm:estimated_read_bytes_per_gpu",
+    "vllm:estimated_write_bytes_per_gpu",
+}
 
 
-def families(text: str) -> dict[str, object]:
+def families(text: str) -> dict[str, Metric]:
     return {f.name: f for f in text_string_to_metric_families(text)}
 
 
@@ -45,11 +52,25 @@ def loaded_server(lora: bool = False) -> tuple[Engine, ServerMetrics]:
 
     now = 0.0
     for i in range(6):
-        plan = plan_output(SamplingSpec(max_tokens=20, ignore_eos=True),
-                           rng=random.Random(i), tokenizer=tok, mean_len=10)
+        plan = plan_output(
+            SamplingSpec(max_tokens=20, ignore_eos=True),
+            rng=random.Random(i),
+            tokenizer=tok,
+            mean_len=10,
+        )
         prompt = tok.encode("The quick brown fox jumps over the lazy dog. " * 20, add_bos=True)
-        engine.submit([Seq(Prompt(prompt, "a" if lora and i % 2 else None), plan, Quiet(),
-                           now, max_tokens=20)], now)
+        engine.submit(
+            [
+                Seq(
+                    Prompt(prompt, "a" if lora and i % 2 else None),
+                    plan,
+                    Quiet(),
+                    now,
+                    max_tokens=20,
+                )
+            ],
+            now,
+        )
         while (deadline := engine.next_deadline()) is not None:
             now = deadline
             if produced := engine.advance(now):
@@ -63,8 +84,11 @@ def test_page_parses_and_has_every_vllm_family_of_a_real_page():
     _, metrics = loaded_server()
     ours = families(metrics.render().decode())
     real = families((DATA / "metrics-after.txt").read_text())
-    wanted = {name for name in real if name.startswith(("vllm:", "http_"))
-              and not name.endswith("_created")} - NOT_MODELLED
+    wanted = {
+        name
+        for name in real
+        if name.startswith(("vllm:", "http_")) and not name.endswith("_created")
+    } - NOT_MODELLED
     assert wanted <= set(ours), sorted(wanted - set(ours))
     for name in wanted:
         assert ours[name].type == real[name].type, name
@@ -77,8 +101,11 @@ def test_page_parses_and_has_every_vllm_family_of_a_real_page():
 def test_counters_and_histograms_have_created_series_like_prometheus_client():
     _, metrics = loaded_server()
     names = set(families(metrics.render().decode()))
-    assert {"vllm:prefix_cache_hits_created", "vllm:time_to_first_token_seconds_created",
-            "vllm:request_success_created"} <= names
+    assert {
+        "vllm:prefix_cache_hits_created",
+        "vllm:time_to_first_token_seconds_created",
+        "vllm:request_success_created",
+    } <= names
 
 
 def test_page_is_about_as_large_as_a_real_one():
@@ -94,29 +121,40 @@ def test_values_follow_the_engine():
 
     def value(name: str, sample: str | None = None, **labels: str) -> float:
         for s in fams[name].samples:
-            if (sample is None or s.name == sample) and all(s.labels.get(k) == v
-                                                            for k, v in labels.items()):
+            if (sample is None or s.name == sample) and all(
+                s.labels.get(k) == v for k, v in labels.items()
+            ):
                 return s.value
         raise AssertionError(f"{name} {labels} missing")
 
     stats = engine.statistics()
     assert stats.prefix_hits > 0
     assert value("vllm:prefix_cache_hits", "vllm:prefix_cache_hits_total") == stats.prefix_hits
-    assert value("vllm:prefix_cache_queries",
-                 "vllm:prefix_cache_queries_total") == stats.prefix_queries
+    assert (
+        value("vllm:prefix_cache_queries", "vllm:prefix_cache_queries_total")
+        == stats.prefix_queries
+    )
     assert value("vllm:generation_tokens", "vllm:generation_tokens_total") == 120
-    assert value("vllm:request_success", "vllm:request_success_total",
-                 finished_reason="length") == 6
+    assert (
+        value("vllm:request_success", "vllm:request_success_total", finished_reason="length") == 6
+    )
     assert value("vllm:num_requests_running") == 0
     assert value("vllm:kv_cache_usage_perc") == 0.0
-    assert value("vllm:time_to_first_token_seconds",
-                 "vllm:time_to_first_token_seconds_count") == 6
-    assert value("vllm:inter_token_latency_seconds",
-                 "vllm:inter_token_latency_seconds_count") == 6 * 19
+    assert value("vllm:time_to_first_token_seconds", "vllm:time_to_first_token_seconds_count") == 6
+    assert (
+        value("vllm:inter_token_latency_seconds", "vllm:inter_token_latency_seconds_count")
+        == 6 * 19
+    )
     info = next(iter(fams["vllm:cache_config_info"].samples))
     assert info.labels["block_size"] == "16" and info.labels["num_gpu_blocks"] == "4096"
-    assert value("vllm:prompt_tokens_by_source", "vllm:prompt_tokens_by_source_total",
-                 source="local_cache_hit") == stats.prefix_hits
+    assert (
+        value(
+            "vllm:prompt_tokens_by_source",
+            "vllm:prompt_tokens_by_source_total",
+            source="local_cache_hit",
+        )
+        == stats.prefix_hits
+    )
 
 
 def test_unchanged_server_serves_the_cached_page():
@@ -128,11 +166,13 @@ def test_unchanged_server_serves_the_cached_page():
 
 
 def test_lora_info_keeps_old_series_with_their_time():
-    engine, metrics = loaded_server(lora=True)
+    _engine, metrics = loaded_server(lora=True)
     fams = families(metrics.render().decode())
     series = list(fams["vllm:lora_requests_info"].samples)
-    assert series and all(set(s.labels) == {"max_lora", "running_lora_adapters",
-                                            "waiting_lora_adapters"} for s in series)
+    assert series and all(
+        set(s.labels) == {"max_lora", "running_lora_adapters", "waiting_lora_adapters"}
+        for s in series
+    )
     assert all(s.value > 1.6e9 for s in series)  # a Unix time, not a count
     newest = max(series, key=lambda s: s.value)
     assert newest.labels["running_lora_adapters"] == ""  # idle now

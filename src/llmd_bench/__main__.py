@@ -1,0 +1,3 @@
+from llmd_bench.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""``llmd-bench``: benchmarks that print figures (ratios and CPU per unit of work)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import uvloop
+
+from llmd_bench import metrics_render, sim_capacity
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmd-bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    cap = sub.add_parser(
+        "sim-capacity", help="requests/s and CPU per streamed token of a simulated fleet"
+    )
+    cap.add_argument("--servers", type=int, default=16)
+    cap.add_argument("--tokens", type=int, default=256, help="streamed output tokens per request")
+    cap.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[64, 256, 512],
+        help="closed-loop clients; one run per value",
+    )
+    cap.add_argument(
+        "--time-scale",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="simulator time scale; one run per value (small = CPU-bound)",
+    )
+    cap.add_argument("--preset", default="llama-8b-h100")
+    cap.add_argument("--duration", type=float, default=20.0)
+    cap.add_argument("--warmup", type=float, default=5.0)
+    cap.add_argument("--json", type=Path, help="also write the runs here")
+    render = sub.add_parser(
+        "metrics-render",
+        help="cost of one simulated /metrics page, ours against prometheus_client's renderer",
+    )
+    render.add_argument("--rounds", type=int, default=300)
+    return parser
+
+
+async def _capacity(args: argparse.Namespace) -> list[sim_capacity.CapacityRun]:
+    runs = []
+    for scale in args.time_scale:
+        for workers in args.workers:
+            run = await sim_capacity.measure(
+                servers=args.servers,
+                tokens=args.tokens,
+                workers=workers,
+                duration=args.duration,
+                warmup=args.warmup,
+                preset=args.preset,
+                time_scale=scale,
+            )
+            print(sim_capacity.table([run]).splitlines()[-1], flush=True)
+            runs.append(run)
+    return runs
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "sim-capacity":
+        print(sim_capacity.table([]), flush=True)
+        runs = uvloop.run(_capacity(args))
+        if args.json:
+            args.json.write_text(json.dumps(sim_capacity.as_dicts(runs), indent=2) + "\n")
+    elif args.command == "metrics-render":
+        cost = metrics_render.measure(args.rounds)
+        print(
+            f"page: {cost.page_bytes:,} bytes\n"
+            f"llmd-sim renderer:        {cost.ours_ms:.3f} ms per page\n"
+            f"prometheus_client:        {cost.prometheus_client_ms:.3f} ms per page\n"
+            f"ratio (prometheus/ours):  {cost.ratio:.1f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
