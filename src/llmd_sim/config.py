@@ -68,7 +68,8 @@ class LatencyConfig:
 
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
-    """Paged KV cache: ``num_blocks`` blocks of ``block_size`` tokens."""
+    """Paged KV cache: ``num_blocks`` blocks of ``block_size`` tokens (one reserved, as vLLM's
+    null block)."""
 
     block_size: int = 16
     num_blocks: int = 31250
@@ -587,10 +588,11 @@ def _apply(config: ServerConfig, options: Mapping[str, object], where: str) -> S
 
 def _validate(config: ServerConfig, where: str) -> None:
     cache, lat = config.cache, config.latency
-    if cache.num_blocks * cache.block_size < config.max_model_len:
+    if (cache.num_blocks - 1) * cache.block_size < config.max_model_len:
         raise ConfigError(
-            f"{where}: the KV cache ({cache.num_blocks} blocks x {cache.block_size} tokens) "
-            f"cannot hold one sequence of max-model-len {config.max_model_len} tokens"
+            f"{where}: the KV cache ({cache.num_blocks} blocks of {cache.block_size} tokens, one "
+            f"of them reserved) cannot hold one sequence of max-model-len "
+            f"{config.max_model_len} tokens"
         )
     if lat.inter_token_latency <= 0:
         raise ConfigError(f"{where}: inter-token-latency must be positive")

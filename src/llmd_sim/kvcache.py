@@ -2,22 +2,28 @@
 
 Theory of operation
 -------------------
-The cache holds ``num_blocks`` blocks of ``block_size`` tokens. A sequence owns one block per
-``block_size`` tokens of prompt plus output. A block is *private* while it is being filled; once
-full, it is *committed*: named by a hash chained from its parent's hash, its tokens and the LoRA
-adapter, so equal prefixes get equal names. Committed blocks are shared and reference counted.
+The cache has ``num_blocks`` blocks of ``block_size`` tokens, one of them reserved (vLLM's null
+block), as vLLM's block pool. A sequence owns one block per ``block_size`` tokens of prompt plus
+output. A block is *private* while it is being filled; once full, it is *committed*: named by a
+hash chained from its parent's hash, its tokens and the LoRA adapter, so equal prefixes get equal
+names. Committed blocks are shared and reference counted.
 
-- A committed block with references is pinned: it is never evicted.
-- When its last reference goes, it stays cached but becomes evictable, at the most-recently-used
-  end of an LRU list. A sequence releases its blocks tail first, so the end of a chain is evicted
-  before its beginning (a prefix without its start is useless).
-- New private blocks come from empty slots first, then by evicting the least recently used
-  evictable block (a ``BlockRemoved`` event per block, as vLLM sends them).
-- Committing a block whose hash is already cached shares the cached block and frees the private
-  one; no event. Committing a new hash emits ``BlockStored`` (consecutive new blocks of a chain
-  travel in one event, with the hash of the block before them as parent).
-- ``usage`` counts pinned and private blocks, not evictable ones: vLLM counts cached but
-  unreferenced blocks as free, and so does ``vllm:kv_cache_usage_perc``.
+Free blocks wait in one queue, least recently freed first, exactly as in vLLM:
+
+- at start every usable block is in the queue, never used;
+- a sequence that finishes returns its blocks to the tail of the queue, last block first, so the
+  end of a chain is reclaimed before its start; committed blocks keep their names there (they are
+  still cached and can be hit), private ones are anonymous;
+- a new block is taken from the head: when the head is a cached block its name is dropped, which
+  is an eviction (one ``BlockRemoved`` event per block, as vLLM sends them). A cached block can
+  thus be evicted while anonymous free blocks wait behind it, as on vLLM;
+- a hit on a cached block in the queue takes it out of the queue (it is pinned again).
+
+Blocks with references are never in the queue, so they are never evicted. Committing a block
+whose hash is already cached shares the cached block and frees the private one without an event;
+committing a new hash emits ``BlockStored`` (consecutive new blocks of a chain travel in one
+event, with the hash of the block before them as parent). ``usage`` counts blocks with
+references (pinned or private) over the usable blocks, as ``vllm:kv_cache_usage_perc`` does.
 
 A prefix match walks the hash chain from the first block and stops at the first miss. As in vLLM,
 at most ``(tokens - 1) // block_size`` blocks can hit: the last prompt token is always computed.
@@ -71,10 +77,16 @@ class KVCache:
     def __init__(self, config: CacheConfig) -> None:
         self.block_size = config.block_size
         self.num_blocks = config.num_blocks
+        self.usable_blocks = config.num_blocks - 1  # one block is vLLM's reserved null block
         self.prefix_caching = config.enable_prefix_caching
         self.root_hash = xxhash.xxh64_intdigest(config.hash_seed.encode())
         self._refs: dict[int, int] = {}
-        self._evictable: OrderedDict[int, None] = OrderedDict()
+        # The free queue: never-used blocks first (only counted), then freed blocks in the order
+        # they were freed, keyed by hash when cached and by a negative number when anonymous.
+        self._fresh = self.usable_blocks
+        self._queue: OrderedDict[int, None] = OrderedDict()
+        self._queued_cached = 0
+        self._next_anonymous = -1
         self._private = 0
         self.events: list[KVEvent] = []
 
@@ -82,20 +94,25 @@ class KVCache:
 
     @property
     def used(self) -> int:
-        """Blocks pinned by running sequences (committed and referenced, or private)."""
+        """Blocks with references: committed and pinned, or private."""
         return len(self._refs) + self._private
 
     @property
+    def free(self) -> int:
+        """Blocks that can be handed out (evicting the cached ones among them)."""
+        return self._fresh + len(self._queue)
+
+    @property
     def cached(self) -> int:
-        """Committed blocks, pinned or evictable."""
-        return len(self._refs) + len(self._evictable)
+        """Committed blocks, pinned or waiting in the free queue."""
+        return len(self._refs) + self._queued_cached
 
     @property
     def usage(self) -> float:
-        return self.used / self.num_blocks
+        return self.used / self.usable_blocks
 
     def is_cached(self, block_hash: int) -> bool:
-        return block_hash in self._refs or block_hash in self._evictable
+        return block_hash in self._refs or block_hash in self._queue
 
     def ref_count(self, block_hash: int) -> int:
         return self._refs.get(block_hash, 0)
@@ -142,18 +159,19 @@ class KVCache:
         if not self.prefix_caching:
             return 0
         limit = min(len(hashes), max(0, num_tokens - 1) // self.block_size)
+        refs, queue = self._refs, self._queue
         n = 0
-        while n < limit and (hashes[n] in self._refs or hashes[n] in self._evictable):
+        while n < limit and (hashes[n] in refs or hashes[n] in queue):
             n += 1
         return n
 
     def can_allocate(self, hits: Sequence[int], n_private: int) -> bool:
-        revived = sum(1 for h in hits if h in self._evictable)
-        return revived + n_private <= self.num_blocks - self.used
+        revived = sum(1 for h in hits if h in self._queue)
+        return revived + n_private <= self.free
 
     def allocate(self, hits: Sequence[int], n_private: int) -> bool:
         """Pin the cached blocks ``hits`` and take ``n_private`` new blocks, or change nothing
-        and return False when the cache cannot make room."""
+        and return False when there are not enough free blocks."""
         if not self.can_allocate(hits, n_private):
             return False
         for h in hits:
@@ -162,17 +180,22 @@ class KVCache:
         return True
 
     def _pin(self, block_hash: int) -> None:
-        if block_hash in self._evictable:
-            del self._evictable[block_hash]
+        if block_hash in self._queue:
+            del self._queue[block_hash]
+            self._queued_cached -= 1
             self._refs[block_hash] = 1
         else:
             self._refs[block_hash] += 1
 
     def _take_private(self, n: int) -> None:
-        empty = self.num_blocks - self.used - len(self._evictable)
-        for _ in range(n - empty):
-            victim, _ = self._evictable.popitem(last=False)
-            self.events.append(BlockRemoved((victim,)))
+        for _ in range(n):
+            if self._fresh:
+                self._fresh -= 1
+                continue
+            key, _ = self._queue.popitem(last=False)
+            if key >= 0:  # a cached block: handing it out drops its name
+                self._queued_cached -= 1
+                self.events.append(BlockRemoved((key,)))
         self._private += n
 
     def commit(
@@ -190,16 +213,15 @@ class KVCache:
         """
         if not self.prefix_caching or not hashes:
             return []
-        bs = self.block_size
         run_start: int | None = None
-        prev = parent
         run_parent: int | None = None
+        prev = parent
         for i, h in enumerate(hashes):
             self._private -= 1
-            if h in self._refs or h in self._evictable:
-                self._pin(h)
+            if h in self._refs or h in self._queue:
+                self._pin(h)  # already cached: share it, free the private copy
                 if run_start is not None:
-                    self._stored(hashes, run_start, i, run_parent, tokens, first_block, lora, bs)
+                    self._stored(hashes, run_start, i, run_parent, tokens, first_block, lora)
                     run_start = None
             else:
                 self._refs[h] = 1
@@ -207,7 +229,7 @@ class KVCache:
                     run_start, run_parent = i, prev
             prev = h
         if run_start is not None:
-            self._stored(hashes, run_start, len(hashes), run_parent, tokens, first_block, lora, bs)
+            self._stored(hashes, run_start, len(hashes), run_parent, tokens, first_block, lora)
         return list(hashes)
 
     def _stored(
@@ -219,8 +241,8 @@ class KVCache:
         tokens: Sequence[int],
         first_block: int,
         lora: str | None,
-        bs: int,
     ) -> None:
+        bs = self.block_size
         lo, hi = (first_block + start) * bs, (first_block + stop) * bs
         self.events.append(
             BlockStored(
@@ -233,8 +255,15 @@ class KVCache:
         )
 
     def release(self, held: Sequence[int], n_private: int) -> None:
-        """A sequence lets go of its committed blocks ``held`` (in chain order) and private ones."""
+        """A sequence lets go of its committed blocks ``held`` (in chain order) and private ones.
+
+        Blocks go to the tail of the free queue last block first: the private ones (the end of
+        the sequence), then the committed chain from its tail to its root."""
         self._private -= n_private
+        queue = self._queue
+        for _ in range(n_private):
+            queue[self._next_anonymous] = None
+            self._next_anonymous -= 1
         refs = self._refs
         for h in reversed(held):
             count = refs[h] - 1
@@ -242,12 +271,15 @@ class KVCache:
                 refs[h] = count
             else:
                 del refs[h]
-                self._evictable[h] = None
+                queue[h] = None
+                self._queued_cached += 1
 
     def reset(self) -> bool:
         """Drop every cached block (vLLM's reset_prefix_cache). Refused while blocks are in use."""
         if self.used:
             return False
-        self._evictable.clear()
+        self._fresh += len(self._queue)
+        self._queue.clear()
+        self._queued_cached = 0
         self.events.append(AllBlocksCleared())
         return True

@@ -372,11 +372,12 @@ def test_unknown_option_lists_known_options():
 @pytest.mark.parametrize(
     ("blocks", "block_size", "max_model_len", "ok"),
     [
-        (100, 16, 1600, True),
-        (99, 16, 1600, False),
-        (1600, 1, 1600, True),
-        (1, 16, 16, True),
-        (1, 16, 17, False),
+        # One block is reserved (vLLM's null block): N blocks hold (N - 1) * block_size tokens.
+        (101, 16, 1600, True),
+        (100, 16, 1600, False),
+        (1601, 1, 1600, True),
+        (2, 16, 16, True),
+        (2, 16, 17, False),
     ],
     ids=["exactly-fits", "one-block-short", "block-size-1", "one-block", "one-token-over"],
 )
@@ -394,8 +395,8 @@ def test_kv_cache_must_hold_one_max_length_sequence(
 def test_kv_cache_check_uses_preset_values():
     """A smaller cache set explicitly must still fit the preset's max-model-len."""
     with pytest.raises(ConfigError, match="cannot hold one sequence"):
-        build_fleet({"servers": [{"preset": "tiny", "kv-cache-size": 255}]})
-    assert one({"servers": [{"preset": "tiny", "kv-cache-size": 256}]}).cache.num_blocks == 256
+        build_fleet({"servers": [{"preset": "tiny", "kv-cache-size": 256}]})
+    assert one({"servers": [{"preset": "tiny", "kv-cache-size": 257}]}).cache.num_blocks == 257
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,10 @@ from llmd_sim.kvcache import AllBlocksCleared, BlockRemoved, BlockStored, KVCach
 BS = 4
 
 
-def make(num_blocks: int = 8, caching: bool = True) -> KVCache:
-    return KVCache(
-        CacheConfig(
-            block_size=BS, num_blocks=num_blocks, enable_prefix_caching=caching, hash_seed="0"
-        )
-    )
+def make(usable: int = 8, caching: bool = True) -> KVCache:
+    """A cache with ``usable`` blocks (plus the reserved null block)."""
+    config = CacheConfig(block_size=BS, num_blocks=usable + 1, enable_prefix_caching=caching)
+    return KVCache(config)
 
 
 def fill(cache: KVCache, tokens: list[int], lora: str | None = None) -> list[int]:
@@ -108,15 +106,15 @@ def test_unreferenced_blocks_stay_cached_and_do_not_count_as_used():
 
 
 def test_eviction_is_least_recently_used_and_tail_first():
-    cache = make(num_blocks=4)
+    cache = make(usable=4)
     a = fill(cache, list(range(8)))  # blocks a0 a1
-    b = fill(cache, list(range(100, 108)))  # blocks b0 b1; cache is full
+    b = fill(cache, list(range(100, 108)))  # blocks b0 b1; every block is now cached
     cache.take_events()
-    # Touch a again: it becomes more recent than b.
+    # Touch a again: it becomes more recently freed than b.
     assert cache.match(a, 9) == 2
     cache.allocate(a, 0)
     cache.release(a, 0)
-    # One new block must evict the oldest evictable block: b's tail block, not its root.
+    # One new block must evict the head of the free queue: b's tail block, not its root.
     assert cache.allocate([], 1)
     assert cache.take_events() == [BlockRemoved((b[1],))]
     assert cache.allocate([], 1)
@@ -124,12 +122,26 @@ def test_eviction_is_least_recently_used_and_tail_first():
     assert cache.is_cached(a[0]) and cache.is_cached(a[1])
 
 
+def test_never_used_blocks_go_first_then_the_queue_in_order():
+    """As vLLM's free queue: an old cached block is evicted even while anonymous free blocks
+    (freed partial blocks) wait behind it."""
+    cache = make(usable=4)
+    a = fill(cache, list(range(8)))  # a0 a1 cached, queued
+    assert cache.allocate([], 1)  # the two never-used blocks
+    assert cache.allocate([], 1)
+    cache.release([], 2)  # two anonymous blocks, queued behind a
+    cache.take_events()
+    assert cache.free == 4 and cache.cached == 2
+    assert cache.allocate([], 1)
+    assert cache.take_events() == [BlockRemoved((a[1],))]
+
+
 def test_pinned_blocks_are_never_evicted():
-    cache = make(num_blocks=4)
+    cache = make(usable=4)
     a = cache.hash_blocks(list(range(8)), None)
     assert cache.allocate([], 2)
     cache.commit(a, None, list(range(8)), 0, None)  # a0 a1 pinned by a running sequence
-    fill(cache, list(range(100, 108)))  # b0 b1 evictable
+    fill(cache, list(range(100, 108)))  # b0 b1 cached, free
     assert not cache.allocate([], 3)  # only two blocks can be freed
     assert not [e for e in cache.take_events() if isinstance(e, BlockRemoved)]
     assert cache.allocate([], 2)
@@ -140,18 +152,25 @@ def test_pinned_blocks_are_never_evicted():
 
 
 def test_failed_allocation_changes_nothing():
-    cache = make(num_blocks=4)
+    cache = make(usable=4)
     fill(cache, list(range(16)))
-    before = (cache.used, cache.cached)
+    before = (cache.used, cache.cached, cache.free)
     assert not cache.allocate([], 5)
-    assert (cache.used, cache.cached) == before
+    assert (cache.used, cache.cached, cache.free) == before
+
+
+def test_usage_counts_referenced_blocks_over_usable_blocks():
+    cache = make(usable=4)
+    assert cache.usage == 0.0
+    assert cache.allocate([], 3)
+    assert cache.usage == 0.75
 
 
 def test_reviving_an_evictable_block_costs_capacity():
-    cache = make(num_blocks=3)
+    cache = make(usable=3)
     a = fill(cache, list(range(8)))
     assert cache.allocate([], 1)  # one private block in use
-    # a0 and a1 are evictable; pinning both takes the last two slots.
+    # a0 and a1 are cached in the free queue; pinning both takes the last two free blocks.
     assert cache.can_allocate(a, 0)
     assert not cache.can_allocate(a, 1)
 
@@ -170,7 +189,7 @@ def test_reset_is_refused_while_blocks_are_in_use():
 
 @pytest.mark.parametrize("n_tokens", [0, 3, 4, 5, 17], ids=lambda n: f"{n}-tokens")
 def test_match_respects_the_last_token_rule(n_tokens: int):
-    cache = make(num_blocks=16)
+    cache = make(usable=16)
     tokens = list(range(n_tokens))
     hashes = fill(cache, tokens) if n_tokens else []
     assert cache.match(hashes, n_tokens) == max(0, n_tokens - 1) // BS
