@@ -45,7 +45,9 @@ __all__ = [
     "Option",
     "ServerConfig",
     "build_fleet",
+    "options_markdown",
     "parse_duration",
+    "update_faults",
 ]
 
 
@@ -690,6 +692,26 @@ def build_fleet(
             )
         seen[server.port] = where
     return FleetConfig(servers=tuple(servers))
+
+
+_FAULT_OPTIONS: Final = {opt.attr: opt for opt in OPTIONS if opt.group == "faults"}
+
+
+def update_faults(faults: FaultConfig, changes: Mapping[str, object]) -> FaultConfig:
+    """``faults`` with ``changes`` applied: FaultConfig field names (``error_rate``), values
+    checked by the same parsers as the options; ``health_fail`` also takes true/false."""
+    parsed: dict[str, Any] = {}
+    for key, value in changes.items():
+        option = _FAULT_OPTIONS.get(key)
+        if option is None:
+            raise ConfigError(f"unknown fault {key!r}; known: {', '.join(sorted(_FAULT_OPTIONS))}")
+        try:
+            parsed[key] = (
+                value if key == "health_fail" and isinstance(value, bool) else option.parse(value)
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"fault {key!r}: {exc}") from None
+    return dataclasses.replace(faults, **parsed)
 
 
 def options_markdown() -> str:

@@ -23,7 +23,7 @@ import msgspec
 import zmq
 
 from llmd_sim.completions import Exchange, build_sequences
-from llmd_sim.config import OPTIONS, ConfigError, FaultConfig, ServerConfig
+from llmd_sim.config import ConfigError, FaultConfig, ServerConfig, update_faults
 from llmd_sim.engine import Engine, QueueFull, Seq
 from llmd_sim.http import HttpProtocol, HttpRequest, Responder
 from llmd_sim.kvevents import KVEventPublisher, endpoint_for
@@ -45,8 +45,6 @@ _UNSUPPORTED_MEDIA: Final = error_body(
     "1 validation error:\n  Unsupported Media Type: Only 'application/json' is allowed",
     "Bad Request",
 )
-# Fault fields changeable through /admin/faults, with the option that parses each.
-_FAULT_OPTIONS: Final = {opt.attr: opt for opt in OPTIONS if opt.group == "faults"}
 
 Route = dict[str, "Callable[[HttpRequest, Responder], None]"]
 
@@ -310,23 +308,11 @@ class SimServer:
             data = msgspec.json.decode(request.body or b"{}")
             if not isinstance(data, dict):
                 raise ConfigError("the body must be a JSON object of fault settings")
-            changes: dict[str, Any] = {}
-            for key, value in data.items():
-                option = _FAULT_OPTIONS.get(key)
-                if option is None:
-                    raise ConfigError(
-                        f"unknown fault {key!r}; known: {', '.join(sorted(_FAULT_OPTIONS))}"
-                    )
-                try:
-                    changes[key] = (
-                        _parse_bool(value) if key == "health_fail" else option.parse(value)
-                    )
-                except ConfigError as exc:
-                    raise ConfigError(f"fault {key!r}: {exc}") from None
+            faults = update_faults(self.faults, data)
         except (msgspec.DecodeError, ConfigError) as exc:
             responder.send(400, error_body(400, str(exc)))
             return
-        self.set_faults(dataclasses.replace(self.faults, **changes))
+        self.set_faults(faults)
         responder.send(200, self._faults_json())
 
     # ------------------------------------------------------------------ generation
@@ -421,11 +407,3 @@ class SimServer:
             len(request.body),
             exchange.response_bytes,
         )
-
-
-def _parse_bool(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value in ("ok", "fail"):
-        return value == "fail"
-    raise ConfigError(f"expected true/false or ok/fail, got {value!r}")
