@@ -216,7 +216,7 @@ class SimServer:
                 "max_model_len": max_len,
                 "permission": [
                     {
-                        "id": f"modelperm-{self.rng.getrandbits(64):016x}",
+                        "id": f"modelperm-{uuid.uuid4().hex[:16]}",
                         "object": "model_permission",
                         "created": self._started,
                         "allow_create_engine": False,
@@ -340,7 +340,7 @@ class SimServer:
         except ApiError as exc:
             self._reply(request, responder, exc.status, exc.body(), headers)
             return
-        suffix = header_id or f"{self.rng.getrandbits(64):016x}"
+        suffix = header_id or uuid.uuid4().hex[:16]
         request_id = ("chatcmpl-" if gen.kind == "chat" else "cmpl-") + suffix
         cut = None
         if faults.drop_rate and gen.stream and self.rng.random() < faults.drop_rate:

@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 
 import httpx
 import yaml
+import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmd_sim.config import build_fleet
 from llmd_sim.fleet import Fleet
+from tests.kvsub import BlockStored, arecv_batch, settle
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -138,3 +140,45 @@ async def test_the_command_line_refuses_a_bad_fleet_file(tmp_path: Path):
     _, err = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 2
     assert b"servers[0]: unknown option 'max-num-seq'" in err
+
+
+async def test_binding_servers_of_a_fleet_publish_on_consecutive_ports(unused_tcp_port: int):
+    """Each binding server offsets the port by its index and names itself in the topic."""
+    base = unused_tcp_port
+    fleet = Fleet(
+        build_fleet(
+            overrides={
+                "preset": "tiny",
+                "time-scale": 0.2,
+                "kv-events-endpoint": f"tcp://*:{base}",
+            },
+            count=2,
+            base_port=0,
+        )
+    )
+    context = zmq.Context()
+    sockets = []
+    try:
+        async with fleet, httpx.AsyncClient() as http:
+            for i in range(2):
+                sock = context.socket(zmq.SUB)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.SUBSCRIBE, b"kv@")
+                sock.connect(f"tcp://127.0.0.1:{base + i}")
+                sockets.append(sock)
+            for sock in sockets:
+                await settle(sock)
+            for server in fleet.servers:
+                response = await http.post(
+                    f"{server.url}/v1/completions", json={"prompt": PROMPT, "max_tokens": 1}
+                )
+                assert response.status_code == 200
+            for server, sock in zip(fleet.servers, sockets, strict=True):
+                batch = await arecv_batch(sock, 2.0)
+                assert batch.topic == f"kv@127.0.0.1:{server.port}@sim-tiny"
+                assert batch.seq == 0
+                assert any(isinstance(e, BlockStored) for e in batch.events)
+    finally:
+        for sock in sockets:
+            sock.close()
+        context.term()
