@@ -155,8 +155,8 @@ def _apply_stop_strings(
     running = ""
     for i in range(end):
         running += texts[i]
+        # Holding back len(longest) - 1 characters never shows a character of the stop string.
         visible = final_text if i == end - 1 else running[: max(0, len(running) - holdback)]
-        visible = visible[: len(final_text)]
         deltas.append(visible[shown:])
         shown = max(shown, len(visible))
     return OutputPlan(tuple(ids[:end]), tuple(deltas), final_text, finish, stop_reason)

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["SimServer"]
 
 _JSON: Final = msgspec.json.Encoder()
-_TIMER_SLACK: Final = 0.0005  # tokens due within half a millisecond go out together
+# Tokens due within half a millisecond (of simulated time) go out together, in one wake-up.
+_TIMER_SLACK: Final = 0.0005
 _NOT_FOUND: Final = error_body(404, "Not Found", "Not Found")
 _NOT_ALLOWED: Final = error_body(405, "Method Not Allowed", "Method Not Allowed")
 _UNSUPPORTED_MEDIA: Final = error_body(
@@ -76,6 +77,7 @@ class SimServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self._slack = _TIMER_SLACK * min(1.0, config.latency.time_scale)
         self._stale_page: bytes | None = None
         self._connections: set[HttpProtocol] = set()
         self._started = int(time.time())
@@ -170,7 +172,7 @@ class SimServer:
 
     def _on_timer(self) -> None:
         self._timer = None
-        produced = self.engine.advance(self.now() + _TIMER_SLACK)
+        produced = self.engine.advance(self.now() + self._slack)
         if produced:
             self.metrics.on_iteration(produced)
         self.engine_changed()
