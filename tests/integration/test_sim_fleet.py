@@ -23,6 +23,19 @@ if TYPE_CHECKING:
 PROMPT = "The quick brown fox jumps over the lazy dog. " * 20
 
 
+async def start_cli(*args: str) -> asyncio.subprocess.Process:
+    """``python -m llmd_sim ARGS`` with its output piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "llmd_sim",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
 def hits(page: str) -> float:
     for family in text_string_to_metric_families(page):
         if family.name == "vllm:prefix_cache_hits":
@@ -84,21 +97,8 @@ async def test_a_heterogeneous_fleet_file():
 
 async def test_the_command_line_runs_a_fleet_and_stops_cleanly(tmp_path: Path):
     endpoints_file = tmp_path / "endpoints.yaml"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "llmd_sim",
-        "--count",
-        "3",
-        "--port",
-        "0",
-        "--preset",
-        "tiny",
-        "--endpoints-file",
-        str(endpoints_file),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    process = await start_cli(
+        "--count", "3", "--port", "0", "--preset", "tiny", "--endpoints-file", str(endpoints_file)
     )
     try:
         assert process.stdout is not None
@@ -128,15 +128,7 @@ async def test_the_command_line_runs_a_fleet_and_stops_cleanly(tmp_path: Path):
 async def test_the_command_line_refuses_a_bad_fleet_file(tmp_path: Path):
     bad = tmp_path / "fleet.yaml"
     bad.write_text("servers:\n  - preset: tiny\n    max-num-seq: 4\n")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "llmd_sim",
-        "--config",
-        str(bad),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await start_cli("--config", str(bad))
     _, err = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 2
     assert b"servers[0]: unknown option 'max-num-seq'" in err
