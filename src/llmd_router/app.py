@@ -1,0 +1,166 @@
+"""The composition root: options in, a running router out.
+
+``Router`` is the Endpoint Picker: endpoint store, scheduler, director, the ext-proc and health
+gRPC servers, and the metrics port. ``Standalone`` adds the Envoy it configures and supervises.
+Nothing here is global: every object is built from the options and owned by its parent.
+
+Start order: metrics port, gRPC servers (not yet ready), then readiness once endpoints are known;
+for Standalone, the router first, then Envoy (so Envoy never sends to a router that is not
+listening). Stop order is the reverse: Envoy stops taking traffic, then the router lets open
+streams finish (``grace``), then the metrics port closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from llmd_router.datalayer import Endpoint, EndpointStore
+from llmd_router.extproc.server import ExtProcServer, TlsConfig
+from llmd_router.extproc.servicer import ExtProcServicer
+from llmd_router.observability.http import MetricsServer
+from llmd_router.observability.metrics import RouterMetrics
+from llmd_router.proxy.bootstrap import ProxyConfig, build_bootstrap
+from llmd_router.proxy.supervisor import EnvoyProcess
+from llmd_router.requestcontrol import Director
+from llmd_router.scheduling.plugins.least_inflight import LeastInflightScheduler
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["EnvoyOptions", "Router", "RouterOptions", "Standalone"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RouterOptions:
+    endpoints: tuple[Endpoint, ...] = ()
+    host: str = "0.0.0.0"
+    grpc_port: int = 9002
+    health_port: int = 9003
+    metrics_port: int = 9090
+    secure_serving: bool = True
+    cert_path: Path | None = None
+    health_on_main: bool = False
+    max_body_bytes: int = 32 << 20
+    pool_name: str = ""
+    honour_subset_hint: bool = True
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnvoyOptions:
+    binary: str | None = None
+    concurrency: int | None = None
+    log_level: str = "warning"
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+
+
+class Router:
+    def __init__(self, options: RouterOptions) -> None:
+        self.options = options
+        self.store = EndpointStore(options.endpoints)
+        self.metrics = RouterMetrics(options.pool_name)
+        self.scheduler = LeastInflightScheduler(random.Random(options.seed))
+        self.director = Director(
+            self.store,
+            self.scheduler,
+            self.metrics,
+            rng=random.Random(options.seed),
+            honour_subset_hint=options.honour_subset_hint,
+        )
+        self.servicer = ExtProcServicer(self.director, max_body_bytes=options.max_body_bytes)
+        tls = TlsConfig(options.cert_path) if options.secure_serving else None
+        self.grpc = ExtProcServer(
+            self.servicer,
+            host=options.host,
+            port=options.grpc_port,
+            health_port=options.health_port,
+            tls=tls,
+            health_on_main=options.health_on_main,
+        )
+        self.metrics_server = MetricsServer(
+            self.metrics.registry, host=options.host, port=options.metrics_port
+        )
+
+    async def start(self) -> None:
+        await self.metrics_server.start()
+        try:
+            await self.grpc.start()
+        except BaseException:
+            await self.metrics_server.stop()
+            raise
+        self.metrics.pool_size(len(self.store))
+        await self.grpc.set_ready(ready=len(self.store) > 0)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.grpc.stop(grace)
+        await self.metrics_server.stop()
+
+
+class Standalone:
+    """The router plus the Envoy in front of it."""
+
+    def __init__(self, router: RouterOptions, envoy: EnvoyOptions) -> None:
+        self.router = Router(router)
+        self._envoy_options = envoy
+        self.envoy: EnvoyProcess | None = None
+
+    def proxy_config(self) -> ProxyConfig:
+        """The bootstrap's settings, pointed at this router's actual ports and endpoints."""
+        return dataclasses.replace(
+            self._envoy_options.proxy,
+            epp_port=self.router.grpc.port,
+            epp_tls=self.router.options.secure_serving,
+            pool=tuple((e.address, e.port) for e in self.router.store.all()),
+        )
+
+    async def start(self) -> None:
+        await self.router.start()
+        options = self._envoy_options
+        envoy = EnvoyProcess(
+            build_bootstrap(self.proxy_config()),
+            binary=options.binary,
+            log_level=options.log_level,
+            concurrency=options.concurrency,
+        )
+        try:
+            await envoy.start()
+        except BaseException:
+            await self.router.stop(0)
+            raise
+        self.envoy = envoy
+
+    @property
+    def url(self) -> str:
+        assert self.envoy is not None
+        host = self._envoy_options.proxy.listen_host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        return f"http://{shown}:{self.envoy.listener_port}"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set or Envoy cannot be kept running."""
+        assert self.envoy is not None
+        supervisor = asyncio.ensure_future(self.envoy.run())
+        waiter = asyncio.ensure_future(stop.wait())
+        try:
+            done, _ = await asyncio.wait({supervisor, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if supervisor in done:
+                supervisor.result()  # re-raise why Envoy could not be kept running
+        finally:
+            for task in (supervisor, waiter):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self.envoy is not None:
+            await self.envoy.stop()
+            self.envoy = None
+        await self.router.stop(grace)

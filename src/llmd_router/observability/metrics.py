@@ -1,0 +1,287 @@
+"""The router's Prometheus metrics, with llm-d's names.
+
+Every series with a canonical ``llm_d_epp_*`` name is also emitted under its older name
+(``inference_objective_*``, ``inference_extension_*``, ``inference_pool_*``) so that existing
+dashboards keep working, as llm-d itself does. Label values for model names are capped at 1,000
+distinct values; the rest are reported as ``other``. All collectors live in one registry owned
+by the application (no module-level state), so tests can build as many as they need.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Generic, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["RouterMetrics"]
+
+_LATENCY: Final = (
+    0.005,
+    0.025,
+    0.05,
+    0.1,
+    0.2,
+    0.4,
+    0.6,
+    0.8,
+    1,
+    1.25,
+    1.5,
+    2,
+    3,
+    4,
+    5,
+    6,
+    8,
+    10,
+    15,
+    20,
+    30,
+    45,
+    60,
+    120,
+    180,
+    240,
+    300,
+    360,
+    480,
+    600,
+    900,
+    1200,
+    1800,
+    2700,
+    3600,
+)
+_SCHEDULING: Final = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+_REQUEST_BYTES: Final = tuple(float(64 * 4**i) for i in range(13))  # 64 B .. 1 GiB
+_RESPONSE_BYTES: Final = tuple(float(4**i) for i in range(9))  # 1 B .. 64 KiB
+_TOKENS: Final = tuple(float(4**i) for i in range(11))  # 1 .. 1,048,576
+_CAP: Final = 1000
+_MODEL: Final = ("model_name", "target_model_name")
+
+
+class _Capped:
+    """At most ``_CAP`` distinct values of a label; later ones become ``other``."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str | None) -> str:
+        value = value or ""
+        if value in self._seen:
+            return value
+        if len(self._seen) >= _CAP:
+            return "other"
+        self._seen.add(value)
+        return value
+
+
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+
+
+class _Pair(Generic[_M]):
+    """One metric under its canonical name and its legacy name."""
+
+    def __init__(self, new: _M, old: _M) -> None:
+        self.new: _M = new
+        self.old: _M = old
+
+
+class RouterMetrics:
+    def __init__(self, pool_name: str = "", registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.pool_name = pool_name
+        self._model = _Capped()
+        self._fairness = _Capped()
+        r = self.registry
+
+        def counter(name: str, help_text: str, labels: tuple[str, ...]) -> Counter:
+            return Counter(name, f"[ALPHA] {help_text}", labels, registry=r)
+
+        def histogram(
+            name: str, help_text: str, labels: tuple[str, ...], buckets: tuple[float, ...]
+        ) -> Histogram:
+            return Histogram(name, f"[ALPHA] {help_text}", labels, buckets=buckets, registry=r)
+
+        def gauge(name: str, help_text: str, labels: tuple[str, ...]) -> Gauge:
+            return Gauge(name, f"[ALPHA] {help_text}", labels, registry=r)
+
+        self.requests = counter(
+            "llm_d_epp_request", "Requests routed.", (*_MODEL, "fairness_id", "priority")
+        )
+        self.requests_old = counter(
+            "inference_objective_request", "Requests routed.", (*_MODEL, "priority")
+        )
+        self.errors = counter(
+            "llm_d_epp_request_error",
+            "Requests that failed, by error code.",
+            (*_MODEL, "error_code", "fairness_id", "priority"),
+        )
+        self.errors_old = counter(
+            "inference_objective_request_error",
+            "Requests that failed, by error code.",
+            (*_MODEL, "error_code"),
+        )
+        self.duration = _Pair(
+            histogram(
+                "llm_d_epp_request_duration_seconds",
+                "Time from request received to response complete.",
+                _MODEL,
+                _LATENCY,
+            ),
+            histogram(
+                "inference_objective_request_duration_seconds",
+                "Time from request received to response complete.",
+                _MODEL,
+                _LATENCY,
+            ),
+        )
+        self.request_size = _Pair(
+            histogram("llm_d_epp_request_size_bytes", "Request body size.", _MODEL, _REQUEST_BYTES),
+            histogram(
+                "inference_objective_request_sizes", "Request body size.", _MODEL, _REQUEST_BYTES
+            ),
+        )
+        self.response_size = _Pair(
+            histogram(
+                "llm_d_epp_response_size_bytes", "Response body size.", _MODEL, _RESPONSE_BYTES
+            ),
+            histogram(
+                "inference_objective_response_sizes", "Response body size.", _MODEL, _RESPONSE_BYTES
+            ),
+        )
+        self.input_tokens = _Pair(
+            histogram(
+                "llm_d_epp_request_input_tokens", "Prompt tokens per request.", _MODEL, _TOKENS
+            ),
+            histogram(
+                "inference_objective_input_tokens", "Prompt tokens per request.", _MODEL, _TOKENS
+            ),
+        )
+        self.output_tokens = _Pair(
+            histogram(
+                "llm_d_epp_request_output_tokens", "Output tokens per request.", _MODEL, _TOKENS
+            ),
+            histogram(
+                "inference_objective_output_tokens", "Output tokens per request.", _MODEL, _TOKENS
+            ),
+        )
+        self.cached_tokens = _Pair(
+            histogram(
+                "llm_d_epp_request_cached_tokens",
+                "Cached prompt tokens per request.",
+                _MODEL,
+                _TOKENS,
+            ),
+            histogram(
+                "inference_objective_prompt_cached_tokens",
+                "Cached prompt tokens per request.",
+                _MODEL,
+                _TOKENS,
+            ),
+        )
+        self.running = _Pair(
+            gauge("llm_d_epp_request_running", "Requests in flight.", ("model_name",)),
+            gauge("inference_objective_running_requests", "Requests in flight.", ("model_name",)),
+        )
+        self.scheduling = _Pair(
+            histogram(
+                "llm_d_epp_scheduler_e2e_duration_seconds",
+                "Time to choose an endpoint.",
+                (),
+                _SCHEDULING,
+            ),
+            histogram(
+                "inference_extension_scheduler_e2e_duration_seconds",
+                "Time to choose an endpoint.",
+                (),
+                _SCHEDULING,
+            ),
+        )
+        self.attempts = counter(
+            "llm_d_epp_scheduler_attempts",
+            "Scheduling attempts.",
+            ("status", "target_model_name", "endpoint_name", "namespace", "port"),
+        )
+        self.attempts_old = counter(
+            "inference_extension_scheduler_attempts",
+            "Scheduling attempts.",
+            ("status", "target_model_name", "pod_name", "namespace", "port"),
+        )
+        self.ready = _Pair(
+            gauge("llm_d_epp_ready_endpoints", "Endpoints in the pool.", ("name",)),
+            gauge("inference_pool_ready_pods", "Endpoints in the pool.", ("name",)),
+        )
+        info = gauge("llm_d_epp_info", "Build information.", ("commit", "build_ref"))
+        info.labels("", "llmd-router").set(1)
+        info_old = gauge("inference_extension_info", "Build information.", ("commit", "build_ref"))
+        info_old.labels("", "llmd-router").set(1)
+
+    # ------------------------------------------------------------------ recording
+
+    def models(self, model: str | None, target: str | None) -> tuple[str, str]:
+        return self._model(model), self._model(target)
+
+    def routed(
+        self,
+        model: tuple[str, str],
+        fairness_id: str,
+        priority: int,
+        size: int,
+        scheduling_seconds: float | None,
+        endpoint_name: str,
+        namespace: str,
+        port: int,
+    ) -> None:
+        fairness = self._fairness(fairness_id)
+        p = str(priority)
+        self.requests.labels(*model, fairness, p).inc()
+        self.requests_old.labels(*model, p).inc()
+        self.request_size.new.labels(*model).observe(size)
+        self.request_size.old.labels(*model).observe(size)
+        self.running.new.labels(model[0]).inc()
+        self.running.old.labels(model[0]).inc()
+        if scheduling_seconds is not None:
+            self.scheduling.new.observe(scheduling_seconds)
+            self.scheduling.old.observe(scheduling_seconds)
+        self.attempts.labels("success", model[1], endpoint_name, namespace, str(port)).inc()
+        self.attempts_old.labels("success", model[1], endpoint_name, namespace, str(port)).inc()
+
+    def scheduling_failed(self, target: str) -> None:
+        self.attempts.labels("failure", target, "", "", "").inc()
+        self.attempts_old.labels("failure", target, "", "", "").inc()
+
+    def failed(
+        self, model: tuple[str, str], error_code: str, fairness_id: str, priority: int
+    ) -> None:
+        self.errors.labels(*model, error_code, self._fairness(fairness_id), str(priority)).inc()
+        self.errors_old.labels(*model, error_code).inc()
+
+    def finished(
+        self,
+        model: tuple[str, str],
+        seconds: float,
+        response_bytes: int,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        cached_tokens: int | None,
+    ) -> None:
+        self.running.new.labels(model[0]).dec()
+        self.running.old.labels(model[0]).dec()
+        self.duration.new.labels(*model).observe(seconds)
+        self.duration.old.labels(*model).observe(seconds)
+        if response_bytes:
+            self.response_size.new.labels(*model).observe(response_bytes)
+            self.response_size.old.labels(*model).observe(response_bytes)
+        for pair, value in (
+            (self.input_tokens, prompt_tokens),
+            (self.output_tokens, completion_tokens),
+            (self.cached_tokens, cached_tokens),
+        ):
+            if value is not None:
+                pair.new.labels(*model).observe(value)
+                pair.old.labels(*model).observe(value)
+
+    def pool_size(self, endpoints: int) -> None:
+        self.ready.new.labels(self.pool_name).set(endpoints)
+        self.ready.old.labels(self.pool_name).set(endpoints)

@@ -1,0 +1,49 @@
+"""What the router knows about a request once its body is parsed."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["ApiKind", "InferenceRequest"]
+
+
+class ApiKind(enum.Enum):
+    CHAT_COMPLETIONS = "chat/completions"
+    COMPLETIONS = "completions"
+    EMBEDDINGS = "embeddings"
+    RESPONSES = "responses"
+    CONVERSATIONS = "conversations"
+    PASSTHROUGH = "passthrough"  # a path no parser claims: scheduled, body forwarded unread
+    NO_BODY = "no-body"  # e.g. GET /v1/models
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    """A parsed request. ``body`` is what goes upstream: the original bytes unless a rewrite
+    changed them (``body_mutated``)."""
+
+    request_id: str
+    path: str
+    kind: ApiKind
+    headers: Mapping[str, str]
+    body: bytes
+    model: str | None = None
+    target_model: str | None = None
+    stream: bool = False
+    max_tokens: int | None = None
+    messages: list[Any] | None = None
+    prompt: Any = None
+    body_mutated: bool = False
+    fairness_id: str = "default-flow"
+    objective: str | None = None
+    priority: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.body)

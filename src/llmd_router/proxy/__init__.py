@@ -1,0 +1,1 @@
+"""Envoy: the bootstrap of Standalone Mode (pure) and the process that runs it."""

