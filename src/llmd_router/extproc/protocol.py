@@ -33,7 +33,10 @@ The rest, in the order the stream meets it:
    stream. Response body messages are answered as the mode requires (echoed chunks in full
    duplex, an unchanged answer otherwise) and scanned for token usage on the way. The response
    is complete at its ``end_of_stream`` or its trailers.
-4. The transport may end at any point: the client goes away, or Envoy closes the stream after the
+4. Envoy may answer the client itself before the request is routed (a body over its buffer limit
+   gets 413): the response headers of that local reply then arrive during the request phase, and
+   pass through like any response.
+5. The transport may end at any point: the client goes away, or Envoy closes the stream after the
    last message its mode asks for (with the response body off and response trailers on, that is
    exactly when the HTTP exchange ends). ``outcome`` says how far the exchange got, so whoever
    accounts for the request settles exactly once.
@@ -160,7 +163,12 @@ class ExtProcStream:
         if isinstance(event, RequestTrailers) and state is StreamState.REQUEST_BODY:
             self._request_trailers = True
             return self._complete_request(has_body=True)
-        if isinstance(event, ResponseHeaders) and state is StreamState.FORWARDED:
+        if isinstance(event, ResponseHeaders) and state in (
+            StreamState.FORWARDED,
+            StreamState.REQUEST_BODY,
+        ):
+            # Before a decision, a response can only be Envoy's own local reply (its buffer
+            # overflowed: 413; a timeout: 408): let it through untouched.
             return self._response_headers(event)
         if isinstance(event, ResponseTrailers) and state in (
             StreamState.RESPONSE_BODY,

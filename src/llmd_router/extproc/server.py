@@ -94,8 +94,6 @@ class ExtProcServer:
     ) -> None:
         self._servicer = servicer
         self._host = host
-        self._port = port
-        self._health_port = health_port
         self._tls = tls
         self._health_on_main = health_on_main
         self._health = health_aio.HealthServicer()
@@ -105,21 +103,22 @@ class ExtProcServer:
         self.health_port = health_port
 
     async def start(self) -> None:
-        """Bind both ports (0 picks a free one) and start serving. Not ready until told."""
+        """Bind both ports (0 picks a free one; a restart takes the same ones again) and start
+        serving. Not ready until told."""
         await self._health.set("liveness", health_pb2.HealthCheckResponse.SERVING)
         await self.set_ready(ready=False)
         server = grpc.aio.server(options=_OPTIONS)
         add_to_server(self._servicer, server)
         if self._health_on_main:
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        address = f"{self._host}:{self._port}"
+        address = f"{self._host}:{self.port}"  # after a restart: the port bound before
         if self._tls is not None:
             self.port = server.add_secure_port(address, _credentials(self._tls))
         else:
             self.port = server.add_insecure_port(address)
         health_server = grpc.aio.server(options=_OPTIONS)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, health_server)
-        self.health_port = health_server.add_insecure_port(f"{self._host}:{self._health_port}")
+        self.health_port = health_server.add_insecure_port(f"{self._host}:{self.health_port}")
         await server.start()
         await health_server.start()
         self._server, self._health_server = server, health_server

@@ -1,0 +1,92 @@
+"""A whole Standalone stack per test: simulated vLLM servers, the router, a real Envoy."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pytest
+
+from llmd_router.app import EnvoyOptions, RouterOptions, Standalone
+from llmd_router.datalayer import Endpoint
+from llmd_router.proxy.bootstrap import ProxyConfig
+from llmd_sim.config import build_fleet
+from llmd_sim.fleet import Fleet
+
+MODEL = "sim-tiny"
+
+
+@dataclass
+class Stack:
+    fleet: Fleet
+    app: Standalone
+
+    @property
+    def url(self) -> str:
+        return self.app.url
+
+    def served(self) -> list[int]:
+        """Requests each simulated server finished (any finish reason)."""
+        return [sum(s.engine.statistics().finished.values()) for s in self.fleet.servers]
+
+
+StartStack = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+async def start_stack() -> AsyncIterator[StartStack]:
+    started: list[Stack] = []
+
+    async def start(
+        *,
+        servers: int = 3,
+        mode: Literal["buffered", "full-duplex"] = "buffered",
+        failure_mode: Literal["open", "closed"] = "closed",
+        router: dict[str, Any] | None = None,
+        proxy: dict[str, Any] | None = None,
+        sim: dict[str, Any] | None = None,
+    ) -> Stack:
+        fleet = Fleet(
+            build_fleet(
+                overrides={"preset": "tiny", "time-scale": 0.2, **(sim or {})},
+                count=servers,
+                base_port=0,
+            )
+        )
+        await fleet.start()
+        endpoints = tuple(Endpoint(f"sim-{s.index}", "127.0.0.1", s.port) for s in fleet.servers)
+        app = Standalone(
+            RouterOptions(
+                endpoints=endpoints,
+                host="127.0.0.1",
+                grpc_port=0,
+                health_port=0,
+                metrics_port=0,
+                secure_serving=False,
+                **(router or {}),
+            ),
+            EnvoyOptions(
+                proxy=ProxyConfig(
+                    listen_host="127.0.0.1",
+                    listen_port=0,
+                    admin_port=0,
+                    mode=mode,
+                    failure_mode=failure_mode,
+                    **(proxy or {}),
+                )
+            ),
+        )
+        try:
+            await app.start()
+        except BaseException:
+            await fleet.close()
+            raise
+        stack = Stack(fleet, app)
+        started.append(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        await stack.app.stop(0)
+        await stack.fleet.close()

@@ -1,0 +1,251 @@
+"""Routing decisions: candidates and subset hints, least in flight, settling exactly once."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+
+import pytest
+
+from llmd_router.datalayer import Endpoint, EndpointStore
+from llmd_router.errors import BadRequest, ResourceExhausted, ServiceUnavailable
+from llmd_router.observability.metrics import RouterMetrics
+from llmd_router.parsing import Usage
+from llmd_router.requestcontrol import Director, Outcome, subset_hint
+from llmd_router.scheduling.framework import SchedulingError
+from llmd_router.scheduling.plugins.least_inflight import LeastInflightScheduler
+
+BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+HEADERS = {":path": "/v1/chat/completions", "x-request-id": "r1"}
+
+
+def endpoints(n: int = 3) -> list[Endpoint]:
+    return [Endpoint(f"e{i}", f"10.0.0.{i + 1}", 8000) for i in range(n)]
+
+
+def director(eps: list[Endpoint] | None = None, scheduler=None) -> Director:
+    return Director(
+        EndpointStore(endpoints() if eps is None else eps),
+        scheduler or LeastInflightScheduler(random.Random(1)),
+        RouterMetrics(),
+        rng=random.Random(2),
+    )
+
+
+def route(
+    d: Director,
+    metadata: dict | None = None,
+    body: bytes = BODY,
+    headers: dict | None = None,
+    has_body: bool = True,
+):
+    return d.route(headers or HEADERS, body, metadata or {}, has_body=has_body, received_at=0.0)
+
+
+def sample(d: Director, name: str, **labels: str) -> float:
+    value = d.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [
+        ({}, None),
+        ({"envoy.lb.subset_hint": {}}, None),
+        ({"envoy.lb.subset_hint": {"x-gateway-destination-endpoint-subset": []}}, []),
+        (
+            {"envoy.lb.subset_hint": {"x-gateway-destination-endpoint-subset": ["a:1", "b"]}},
+            ["a:1", "b"],
+        ),
+        (
+            {"envoy.lb.subset_hint": {"x-gateway-destination-endpoint-subset": "a:1, b:2"}},
+            ["a:1", "b:2"],
+        ),
+        (
+            {"envoy.lb.subset_hint": {"x-gateway-destination-endpoint-subset": [1, "a:1,c"]}},
+            ["a:1", "c"],
+        ),
+    ],
+    ids=["absent", "no-key", "empty", "list", "csv-string", "mixed"],
+)
+def test_subset_hint_forms(metadata: dict, expected: list[str] | None):
+    assert subset_hint(metadata) == expected
+
+
+def test_subset_entries_match_by_address_and_port():
+    store = EndpointStore(
+        [
+            Endpoint("a", "10.0.0.1", 8000),
+            Endpoint("b", "10.0.0.1", 8001),
+            Endpoint("c", "10.0.0.2", 8000),
+            Endpoint("v6", "::1", 9000),
+        ]
+    )
+    assert [e.name for e in store.candidates(["10.0.0.1:8001"])] == ["b"]
+    assert [e.name for e in store.candidates(["10.0.0.1"])] == ["a", "b"]
+    assert [e.name for e in store.candidates(["[::1]:9000", "10.0.0.2"])] == ["c", "v6"]
+    assert store.candidates([]) == []
+    assert len(store.candidates(None)) == 4
+
+
+def test_routing_follows_the_subset_hint():
+    d = director()
+    metadata = {"envoy.lb.subset_hint": {"x-gateway-destination-endpoint-subset": ["10.0.0.3"]}}
+    decision, record = route(d, metadata)
+    assert decision.destination == "10.0.0.3:8000" and record.endpoint.name == "e2"
+
+
+@pytest.mark.parametrize("subset", [[], ["10.9.9.9:8000"]], ids=["empty", "nothing-matches"])
+def test_no_candidates_is_503(subset: list[str]):
+    d = director()
+    with pytest.raises(ServiceUnavailable) as info:
+        route(d, {"envoy.lb.subset_hint": {"x-gateway-destination-endpoint-subset": subset}})
+    assert info.value.status == 503 and info.value.dropped_reason == "rejected-no-endpoints"
+    assert (
+        sample(
+            d,
+            "llm_d_epp_request_error_total",
+            model_name="m",
+            target_model_name="m",
+            error_code="ServiceUnavailable",
+            fairness_id="default-flow",
+            priority="0",
+        )
+        == 1
+    )
+
+
+def test_an_empty_pool_is_503_with_or_without_a_body():
+    with pytest.raises(ServiceUnavailable):
+        route(director([]))
+    with pytest.raises(ServiceUnavailable):
+        route(director([]), body=b"", has_body=False)
+
+
+def test_a_failed_schedule_is_429():
+    class Nothing:
+        def schedule(self, request, candidates):
+            raise SchedulingError("every endpoint was filtered out")
+
+    d = director(scheduler=Nothing())
+    with pytest.raises(ResourceExhausted) as info:
+        route(d)
+    assert info.value.status == 429 and info.value.dropped_reason == "rejected-saturated"
+    assert "every endpoint was filtered out" in info.value.message
+
+
+def test_a_bad_body_is_400_and_counted():
+    d = director()
+    with pytest.raises(BadRequest):
+        route(d, body=b"{oops")
+    assert (
+        sample(
+            d,
+            "llm_d_epp_request_error_total",
+            model_name="",
+            target_model_name="",
+            error_code="BadRequest",
+            fairness_id="default-flow",
+            priority="0",
+        )
+        == 1
+    )
+
+
+def test_least_in_flight_spreads_and_settling_releases_exactly_once():
+    d = director()
+    records = [route(d)[1] for _ in range(9)]
+    assert Counter(r.endpoint.name for r in records) == {"e0": 3, "e1": 3, "e2": 3}
+    assert sample(d, "llm_d_epp_request_running", model_name="m") == 9
+    for record in records:
+        d.settle(record, Outcome(decided=True))
+        d.settle(record, Outcome(decided=True))  # a second settle changes nothing
+    assert [e.inflight for e in d.store.all()] == [0, 0, 0]
+    assert sample(d, "llm_d_epp_request_running", model_name="m") == 0
+    assert (
+        sample(
+            d,
+            "llm_d_epp_request_total",
+            model_name="m",
+            target_model_name="m",
+            fairness_id="default-flow",
+            priority="0",
+        )
+        == 9
+    )
+    assert (
+        sample(
+            d,
+            "inference_objective_request_total",
+            model_name="m",
+            target_model_name="m",
+            priority="0",
+        )
+        == 9
+    )
+
+
+def test_the_busiest_endpoint_is_avoided():
+    eps = endpoints()
+    eps[0].inflight, eps[1].inflight, eps[2].inflight = 5, 1, 3
+    decision, _ = route(director(eps))
+    assert decision.destination == "10.0.0.2:8000"
+
+
+def test_ties_are_broken_at_random():
+    d = director()
+    chosen: Counter[str] = Counter()
+    for _ in range(300):
+        decision, record = route(d)
+        chosen[decision.destination] += 1
+        d.settle(record, Outcome())
+    assert len(chosen) == 3 and min(chosen.values()) > 60
+
+
+def test_request_id_is_generated_when_missing_and_content_length_set():
+    decision, record = route(director(), headers={":path": "/v1/chat/completions"})
+    headers = dict(decision.set_headers)
+    assert len(headers["x-request-id"]) == 36 and record.request_id == headers["x-request-id"]
+    assert headers["content-length"] == str(len(BODY))
+    decision, _ = route(director())
+    assert "x-request-id" not in dict(decision.set_headers)
+
+
+def test_a_bodyless_request_goes_to_any_endpoint():
+    d = director()
+    seen = {route(d, body=b"", has_body=False)[0].destination for _ in range(60)}
+    assert seen == {"10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"}
+
+
+def test_usage_and_status_are_recorded_when_settled():
+    d = director()
+    _, record = route(d)
+    d.settle(
+        record,
+        Outcome(
+            decided=True,
+            response_status=200,
+            response_complete=True,
+            response_bytes=100,
+            usage=Usage(10, 20, 30, 4),
+        ),
+    )
+    assert (
+        sample(d, "llm_d_epp_request_output_tokens_sum", model_name="m", target_model_name="m")
+        == 20
+    )
+    _, record = route(d)
+    d.settle(record, Outcome(decided=True, response_status=503))
+    assert (
+        sample(
+            d,
+            "llm_d_epp_request_error_total",
+            model_name="m",
+            target_model_name="m",
+            error_code="ModelServerError",
+            fairness_id="default-flow",
+            priority="0",
+        )
+        == 1
+    )
