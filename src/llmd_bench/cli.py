@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvloop
 
-from llmd_bench import metrics_render, sim_capacity
+from llmd_bench import metrics_render, router_overhead, sim_capacity
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -48,6 +49,15 @@ def _parser() -> argparse.ArgumentParser:
         help="cost of one simulated /metrics page, ours against prometheus_client's renderer",
     )
     render.add_argument("--rounds", type=int, default=300)
+    overhead = sub.add_parser(
+        "router-overhead",
+        help="time to first token and CPU that Envoy and the router add, side by side",
+    )
+    overhead.add_argument("--prompt-tokens", type=int, nargs="+", default=[1000, 10000])
+    overhead.add_argument("--clients", type=int, nargs="+", default=[1, 16])
+    overhead.add_argument("--output-tokens", type=int, default=256)
+    overhead.add_argument("--requests", type=int, default=64, help="per phase")
+    overhead.add_argument("--json", type=Path, help="also write the phases here")
     return parser
 
 
@@ -76,6 +86,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         runs = uvloop.run(_capacity(args))
         if args.json:
             args.json.write_text(json.dumps(sim_capacity.as_dicts(runs), indent=2) + "\n")
+    elif args.command == "router-overhead":
+        phases = uvloop.run(
+            router_overhead.measure_all(
+                prompt_sizes=tuple(args.prompt_tokens),
+                clients=tuple(args.clients),
+                output_tokens=args.output_tokens,
+                requests=args.requests,
+            )
+        )
+        print(router_overhead.table(phases))
+        if args.json:
+            args.json.write_text(json.dumps([dataclasses.asdict(p) for p in phases], indent=2))
     elif args.command == "metrics-render":
         cost = metrics_render.measure(args.rounds)
         print(

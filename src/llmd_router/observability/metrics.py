@@ -9,7 +9,7 @@ by the application (no module-level state), so tests can build as many as they n
 
 from __future__ import annotations
 
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -87,12 +87,41 @@ class _Pair(Generic[_M]):
         self.old: _M = old
 
 
+class _Series:
+    """The children of every per-model metric for one (model, target) pair, both names."""
+
+    __slots__ = (
+        "cached_tokens",
+        "duration",
+        "input_tokens",
+        "output_tokens",
+        "request_size",
+        "response_size",
+        "running",
+    )
+
+    def __init__(self, metrics: RouterMetrics, model: tuple[str, str]) -> None:
+        def both(pair: _Pair[Any], *labels: str) -> tuple[Any, Any]:
+            return pair.new.labels(*labels), pair.old.labels(*labels)
+
+        self.request_size = both(metrics.request_size, *model)
+        self.response_size = both(metrics.response_size, *model)
+        self.duration = both(metrics.duration, *model)
+        self.input_tokens = both(metrics.input_tokens, *model)
+        self.output_tokens = both(metrics.output_tokens, *model)
+        self.cached_tokens = both(metrics.cached_tokens, *model)
+        self.running = both(metrics.running, model[0])
+
+
 class RouterMetrics:
     def __init__(self, pool_name: str = "", registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.pool_name = pool_name
         self._model = _Capped()
         self._fairness = _Capped()
+        self._by_model: dict[tuple[str, str], _Series] = {}
+        self._by_request: dict[tuple[str, str, str, int], list[Any]] = {}
+        self._by_endpoint: dict[tuple[str, str, str, int], list[Any]] = {}
         r = self.registry
 
         def counter(name: str, help_text: str, labels: tuple[str, ...]) -> Counter:
@@ -218,9 +247,29 @@ class RouterMetrics:
         info_old.labels("", "llmd-router").set(1)
 
     # ------------------------------------------------------------------ recording
+    # Children of labelled metrics are looked up once per label combination and kept: a
+    # ``labels()`` call costs microseconds, and a request records a dozen series.
 
     def models(self, model: str | None, target: str | None) -> tuple[str, str]:
         return self._model(model), self._model(target)
+
+    def _series(self, model: tuple[str, str]) -> _Series:
+        series = self._by_model.get(model)
+        if series is None:
+            series = self._by_model[model] = _Series(self, model)
+        return series
+
+    def _counted(self, model: tuple[str, str], fairness_id: str, priority: int) -> list[Any]:
+        key = (*model, fairness_id, priority)
+        children = self._by_request.get(key)
+        if children is None:
+            fairness, p = self._fairness(fairness_id), str(priority)
+            children = [
+                self.requests.labels(*model, fairness, p),
+                self.requests_old.labels(*model, p),
+            ]
+            self._by_request[key] = children
+        return children
 
     def routed(
         self,
@@ -233,19 +282,26 @@ class RouterMetrics:
         namespace: str,
         port: int,
     ) -> None:
-        fairness = self._fairness(fairness_id)
-        p = str(priority)
-        self.requests.labels(*model, fairness, p).inc()
-        self.requests_old.labels(*model, p).inc()
-        self.request_size.new.labels(*model).observe(size)
-        self.request_size.old.labels(*model).observe(size)
-        self.running.new.labels(model[0]).inc()
-        self.running.old.labels(model[0]).inc()
+        for child in self._counted(model, fairness_id, priority):
+            child.inc()
+        series = self._series(model)
+        for child in series.request_size:
+            child.observe(size)
+        for child in series.running:
+            child.inc()
         if scheduling_seconds is not None:
             self.scheduling.new.observe(scheduling_seconds)
             self.scheduling.old.observe(scheduling_seconds)
-        self.attempts.labels("success", model[1], endpoint_name, namespace, str(port)).inc()
-        self.attempts_old.labels("success", model[1], endpoint_name, namespace, str(port)).inc()
+        key = (model[1], endpoint_name, namespace, port)
+        attempts = self._by_endpoint.get(key)
+        if attempts is None:
+            labels = ("success", model[1], endpoint_name, namespace, str(port))
+            attempts = self._by_endpoint[key] = [
+                self.attempts.labels(*labels),
+                self.attempts_old.labels(*labels),
+            ]
+        for child in attempts:
+            child.inc()
 
     def scheduling_failed(self, target: str) -> None:
         self.attempts.labels("failure", target, "", "", "").inc()
@@ -266,21 +322,22 @@ class RouterMetrics:
         completion_tokens: int | None,
         cached_tokens: int | None,
     ) -> None:
-        self.running.new.labels(model[0]).dec()
-        self.running.old.labels(model[0]).dec()
-        self.duration.new.labels(*model).observe(seconds)
-        self.duration.old.labels(*model).observe(seconds)
+        series = self._series(model)
+        for child in series.running:
+            child.dec()
+        for child in series.duration:
+            child.observe(seconds)
         if response_bytes:
-            self.response_size.new.labels(*model).observe(response_bytes)
-            self.response_size.old.labels(*model).observe(response_bytes)
-        for pair, value in (
-            (self.input_tokens, prompt_tokens),
-            (self.output_tokens, completion_tokens),
-            (self.cached_tokens, cached_tokens),
+            for child in series.response_size:
+                child.observe(response_bytes)
+        for children, value in (
+            (series.input_tokens, prompt_tokens),
+            (series.output_tokens, completion_tokens),
+            (series.cached_tokens, cached_tokens),
         ):
             if value is not None:
-                pair.new.labels(*model).observe(value)
-                pair.old.labels(*model).observe(value)
+                for child in children:
+                    child.observe(value)
 
     def pool_size(self, endpoints: int) -> None:
         self.ready.new.labels(self.pool_name).set(endpoints)

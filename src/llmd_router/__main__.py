@@ -1,0 +1,3 @@
+from llmd_router.cli import main
+
+main()
