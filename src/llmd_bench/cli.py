@@ -96,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
         )
         print(router_overhead.table(phases))
+        print()
+        print(router_overhead.against_floor(phases))
         if args.json:
             args.json.write_text(json.dumps([dataclasses.asdict(p) for p in phases], indent=2))
     elif args.command == "metrics-render":

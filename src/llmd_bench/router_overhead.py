@@ -5,6 +5,9 @@ its own process so that each one's CPU can be read from ``/proc``:
 
 - ``direct``: the client calls the simulator;
 - ``envoy``: Envoy alone in front of it (a static route, no ext_proc);
+- ``floor-buffered``: the same bootstrap in front of a do-nothing ext-proc server
+  (``llmd_bench.null_extproc``: same gRPC stack, no parsing or scheduling), the floor that any
+  Python ext-proc server on grpc.aio pays;
 - ``router-buffered``: Envoy with the router in our Standalone bootstrap (BUFFERED request
   body, response body not processed);
 - ``router-full-duplex``: Envoy with the router in llm-d's settings (FULL_DUPLEX_STREAMED both
@@ -37,9 +40,14 @@ from llmd_bench.sim_capacity import process_cpu_seconds
 from llmd_router.proxy.bootstrap import Mode, ProxyConfig, build_bootstrap
 from llmd_router.proxy.supervisor import find_envoy
 
-__all__ = ["Phase", "measure_all", "table"]
+__all__ = ["Phase", "against_floor", "measure_all", "table"]
 
-SETUPS = ("direct", "envoy", "router-buffered", "router-full-duplex")
+SETUPS = ("direct", "envoy", "floor-buffered", "router-buffered", "router-full-duplex")
+_EXTPROC_OF = {
+    "floor-buffered": "floor",
+    "router-buffered": "router",
+    "router-full-duplex": "router",
+}
 _SIM_FLAGS = [
     "--preset",
     "tiny",
@@ -71,7 +79,7 @@ class Phase:
     ttft_p50_ms: float
     ttft_p99_ms: float
     total_p50_ms: float
-    router_cpu_ms: float | None  # per request
+    router_cpu_ms: float | None  # per request, of the ext-proc server (router or floor)
     envoy_cpu_ms: float | None
     errors: int
 
@@ -242,7 +250,7 @@ async def measure_all(
     warmup: int = 8,
 ) -> list[Phase]:
     procs = _Processes()
-    sim_port, grpc_port, health_port, metrics_port = (_free_port() for _ in range(4))
+    sim_port, grpc_port, health_port, metrics_port, floor_port = (_free_port() for _ in range(5))
     ports = {name: (_free_port(), _free_port()) for name in SETUPS[1:]}
     try:
         await procs.spawn(
@@ -268,21 +276,35 @@ async def measure_all(
             "--max-request-body-bytes",
             str(64 << 20),
         )
+        await procs.spawn(
+            "floor",
+            sys.executable,
+            "-m",
+            "llmd_bench.null_extproc",
+            "--port",
+            str(floor_port),
+            "--endpoint",
+            f"127.0.0.1:{sim_port}",
+        )
         await _wait_http(f"http://127.0.0.1:{sim_port}/health")
         await _wait_http(f"http://127.0.0.1:{metrics_port}/metrics")
         listen, admin = ports["envoy"]
         await procs.envoy("envoy", _envoy_only(listen, admin, sim_port))
-        modes: tuple[Mode, ...] = ("buffered", "full-duplex")
-        for mode in modes:
-            listen, admin = ports[f"router-{mode}"]
+        chains: tuple[tuple[str, Mode, int], ...] = (
+            ("floor-buffered", "buffered", floor_port),
+            ("router-buffered", "buffered", grpc_port),
+            ("router-full-duplex", "full-duplex", grpc_port),
+        )
+        for name, mode, epp_port in chains:
+            listen, admin = ports[name]
             config = ProxyConfig(
                 listen_host="127.0.0.1",
                 listen_port=listen,
                 admin_port=admin,
-                epp_port=grpc_port,
+                epp_port=epp_port,
                 mode=mode,
             )
-            await procs.envoy(f"router-{mode}", build_bootstrap(config))
+            await procs.envoy(name, build_bootstrap(config))
         for _, admin in ports.values():
             await _wait_http(f"http://127.0.0.1:{admin}/ready")
         urls = {
@@ -306,10 +328,11 @@ async def measure_all(
             for count in clients:
                 for setup in SETUPS:
                     await _run_phase(urls[setup], body, count, warmup)
-                    router_before = procs.cpu("router")
+                    extproc = _EXTPROC_OF.get(setup)
+                    router_before = procs.cpu(extproc) if extproc else 0.0
                     envoy_before = procs.cpu(setup) if setup != "direct" else 0.0
                     results, errors = await _run_phase(urls[setup], body, count, requests)
-                    router_cpu = procs.cpu("router") - router_before
+                    router_cpu = (procs.cpu(extproc) - router_before) if extproc else None
                     envoy_cpu = (procs.cpu(setup) - envoy_before) if setup != "direct" else None
                     n = max(1, len(results))
                     phases.append(
@@ -321,9 +344,7 @@ async def measure_all(
                             ttft_p50_ms=_percentile([r[0] for r in results], 0.5) * 1000,
                             ttft_p99_ms=_percentile([r[0] for r in results], 0.99) * 1000,
                             total_p50_ms=_percentile([r[1] for r in results], 0.5) * 1000,
-                            router_cpu_ms=router_cpu / n * 1000
-                            if setup.startswith("router")
-                            else None,
+                            router_cpu_ms=router_cpu / n * 1000 if router_cpu is not None else None,
                             envoy_cpu_ms=envoy_cpu / n * 1000 if envoy_cpu is not None else None,
                             errors=errors,
                         )
@@ -338,7 +359,7 @@ def table(phases: list[Phase]) -> str:
     direct = {(p.prompt_tokens, p.clients): p for p in phases if p.setup == "direct"}
     rows = [
         "| prompt tokens | clients | setup | TTFT p50 ms | added p50 | TTFT p99 ms | "
-        "added p99 | router CPU ms/req | Envoy CPU ms/req | errors |",
+        "added p99 | ext-proc CPU ms/req | Envoy CPU ms/req | errors |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in phases:
@@ -351,5 +372,25 @@ def table(phases: list[Phase]) -> str:
             f"| {p.prompt_tokens} | {p.clients} | {p.setup} | {p.ttft_p50_ms:.2f} | "
             f"{added50} | {p.ttft_p99_ms:.2f} | {added99} | {router} | {envoy} | "
             f"{p.errors} |"
+        )
+    return "\n".join(rows)
+
+
+def against_floor(phases: list[Phase]) -> str:
+    """Markdown: the router's own cost, as its buffered CPU over the do-nothing server's."""
+    by_key = {(p.prompt_tokens, p.clients, p.setup): p for p in phases}
+    rows = [
+        "| prompt tokens | clients | router CPU ms/req | floor CPU ms/req | router / floor |",
+        "|---|---|---|---|---|",
+    ]
+    for (tokens, clients, setup), router in by_key.items():
+        floor = by_key.get((tokens, clients, "floor-buffered"))
+        if setup != "router-buffered" or floor is None:
+            continue
+        if router.router_cpu_ms is None or not floor.router_cpu_ms:
+            continue
+        rows.append(
+            f"| {tokens} | {clients} | {router.router_cpu_ms:.3f} | {floor.router_cpu_ms:.3f} | "
+            f"{router.router_cpu_ms / floor.router_cpu_ms:.2f} |"
         )
     return "\n".join(rows)

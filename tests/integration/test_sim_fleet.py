@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from typing import TYPE_CHECKING
 
 import httpx
@@ -16,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from llmd_sim.config import build_fleet
 from llmd_sim.fleet import Fleet
 from tests.kvsub import BlockStored, arecv_batch, settle
+from tests.processes import start_module
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -25,15 +24,7 @@ PROMPT = "The quick brown fox jumps over the lazy dog. " * 20
 
 async def start_cli(*args: str) -> asyncio.subprocess.Process:
     """``python -m llmd_sim ARGS`` with its output piped."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "llmd_sim",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    return await start_module("llmd_sim", *args)
 
 
 def hits(page: str) -> float:

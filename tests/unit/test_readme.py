@@ -1,4 +1,4 @@
-"""The README's two set-up commands stay true: CI runs the second, the first starts a fleet."""
+"""The README's two set-up commands stay true: CI runs the second, the first starts the demo."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 import shlex
 from pathlib import Path
 
-from llmd_sim.cli import parse_args
+from llmd_router.cli.main import build_parser
 
 ROOT = Path(__file__).parents[2]
 
@@ -31,10 +31,12 @@ def test_ci_runs_the_readme_test_command():
     assert declared == commands()[1]
 
 
-def test_the_first_command_starts_a_valid_fleet():
+def test_the_first_command_starts_the_demo_where_the_readme_says():
     install, _, run = commands()[0].rpartition(" && ")
     assert "pip install -e ." in install
     argv = shlex.split(run)
-    assert argv[0] == "llmd-sim"
-    _, fleet = parse_args(argv[1:])
-    assert [s.port for s in fleet.servers] == [8000, 8001, 8002, 8003]
+    assert argv[0] == "llmd-router"
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == "demo"
+    text = (ROOT / "README.md").read_text()
+    assert f"localhost:{args.port}/v1/" in text  # the example request goes to the demo's port

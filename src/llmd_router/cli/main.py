@@ -36,7 +36,7 @@ from llmd_router.proxy.supervisor import EnvoyError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 _log = logging.getLogger("llmd_router")
 
@@ -142,7 +142,7 @@ def _add_proxy_flags(parser: argparse.ArgumentParser, *, port_default: int) -> N
     group.add_argument("--envoy-log-level", default="warning")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmd-router",
         description=__doc__,
@@ -269,7 +269,7 @@ async def _run_standalone(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

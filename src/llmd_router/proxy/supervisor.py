@@ -6,15 +6,21 @@ listener's bound port is known, or raises with the tail of Envoy's log if it exi
 ``run`` watches the process: if Envoy dies unexpectedly it is restarted with back-off, at most
 ``max_restarts`` times in ``restart_window`` seconds, after which ``run`` raises and the router
 shuts down rather than serve without a data plane. ``stop`` sends SIGTERM and waits, then kills.
+On Linux, Envoy is also told to exit when the router's process dies without stopping it (killed,
+or crashed), so that no orphan keeps the listener port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib.util
 import logging
+import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from collections import deque
@@ -25,7 +31,7 @@ import aiohttp
 import yaml
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 __all__ = ["EnvoyError", "EnvoyProcess", "find_envoy"]
 
@@ -35,6 +41,29 @@ _READY_TIMEOUT: Final = 30.0
 
 class EnvoyError(RuntimeError):
     """Envoy could not be started or kept running."""
+
+
+_PR_SET_PDEATHSIG: Final = 1
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _exit_with(parent: int) -> Callable[[], None] | None:
+    """Run in the child between fork and exec: SIGTERM it when ``parent`` dies.
+
+    As little as possible happens there (the router has threads, so the child must not need a
+    lock another thread held at the fork): one ``prctl`` through a function looked up before the
+    fork. If the parent died before the call, the child exits at once.
+    """
+    if _libc is None:
+        return None
+    prctl = _libc.prctl
+
+    def arrange() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arrange
 
 
 def find_envoy(explicit: str | None = None) -> str:
@@ -97,10 +126,18 @@ class EnvoyProcess:
             command += ["--concurrency", str(self._concurrency)]
         return command + self._extra
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     async def start(self) -> None:
+        self.listener_port = 0
         (self._dir / "admin-address").unlink(missing_ok=True)
         self._process = await asyncio.create_subprocess_exec(
-            *self._command(), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            *self._command(),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_exit_with(os.getpid()),
         )
         self._reader = asyncio.get_running_loop().create_task(self._read_log(self._process))
         try:
@@ -162,7 +199,10 @@ class EnvoyProcess:
             _log.error("Envoy exited with status %s; restarting in %.1f s", status, delay)
             await asyncio.sleep(delay)
             self.restarts += 1
-            await self.start()
+            try:
+                await self.start()
+            except EnvoyError as exc:  # it has exited again: the next turn counts the death
+                _log.error("%s", exc)
 
     async def stop(self, grace: float = 10.0) -> None:
         self._stopping = True
