@@ -82,11 +82,19 @@ class Phase:
     router_cpu_ms: float | None  # per request, of the ext-proc server (router or floor)
     envoy_cpu_ms: float | None
     errors: int
+    machine_busy: float  # share of all cores busy during the phase: near 1, figures show contention
 
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine, from the first line of /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def _free_port() -> int:
@@ -331,7 +339,9 @@ async def measure_all(
                     extproc = _EXTPROC_OF.get(setup)
                     router_before = procs.cpu(extproc) if extproc else 0.0
                     envoy_before = procs.cpu(setup) if setup != "direct" else 0.0
+                    busy_before, total_before = _machine_ticks()
                     results, errors = await _run_phase(urls[setup], body, count, requests)
+                    busy_after, total_after = _machine_ticks()
                     router_cpu = (procs.cpu(extproc) - router_before) if extproc else None
                     envoy_cpu = (procs.cpu(setup) - envoy_before) if setup != "direct" else None
                     n = max(1, len(results))
@@ -347,6 +357,8 @@ async def measure_all(
                             router_cpu_ms=router_cpu / n * 1000 if router_cpu is not None else None,
                             envoy_cpu_ms=envoy_cpu / n * 1000 if envoy_cpu is not None else None,
                             errors=errors,
+                            machine_busy=(busy_after - busy_before)
+                            / max(1, total_after - total_before),
                         )
                     )
         return phases
@@ -359,8 +371,8 @@ def table(phases: list[Phase]) -> str:
     direct = {(p.prompt_tokens, p.clients): p for p in phases if p.setup == "direct"}
     rows = [
         "| prompt tokens | clients | setup | TTFT p50 ms | added p50 | TTFT p99 ms | "
-        "added p99 | ext-proc CPU ms/req | Envoy CPU ms/req | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "added p99 | ext-proc CPU ms/req | Envoy CPU ms/req | machine busy | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in phases:
         base = direct[(p.prompt_tokens, p.clients)]
@@ -371,7 +383,7 @@ def table(phases: list[Phase]) -> str:
         rows.append(
             f"| {p.prompt_tokens} | {p.clients} | {p.setup} | {p.ttft_p50_ms:.2f} | "
             f"{added50} | {p.ttft_p99_ms:.2f} | {added99} | {router} | {envoy} | "
-            f"{p.errors} |"
+            f"{p.machine_busy:.0%} | {p.errors} |"
         )
     return "\n".join(rows)
 
