@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as modes
+from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from google.protobuf import json_format, struct_pb2
@@ -145,6 +146,44 @@ class Call:
         self._call.cancel()
 
 
+def access_log(
+    entries: list[tuple[Mapping[str, str], int]],
+) -> als_pb2.StreamAccessLogsMessage:
+    """A batch of HTTP access log entries: (request headers logged, response code; 0 = none)."""
+    message = als_pb2.StreamAccessLogsMessage()
+    message.identifier.log_name = "llmd-router"
+    for headers, status in entries:
+        entry = message.http_logs.log_entry.add()
+        entry.request.request_headers.update(headers)
+        if status:
+            entry.response.response_code.value = status
+        entry.response.response_body_bytes = 42
+    return message
+
+
+class AccessLogCall:
+    """One StreamAccessLogs stream, as Envoy's access logger keeps it open."""
+
+    def __init__(self, stub: als_pb2_grpc.AccessLogServiceStub) -> None:
+        self._queue: asyncio.Queue[als_pb2.StreamAccessLogsMessage | None] = asyncio.Queue()
+        self._call = stub.StreamAccessLogs(self._requests())
+
+    async def _requests(self):
+        while (message := await self._queue.get()) is not None:
+            yield message
+
+    async def send(self, message: als_pb2.StreamAccessLogsMessage) -> None:
+        await self._queue.put(message)
+
+    async def result(self, wait: float = 5.0) -> grpc.StatusCode:
+        """How the router ended the stream."""
+        try:
+            await asyncio.wait_for(self._call, wait)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+
 class ExtProcClient:
     def __init__(
         self,
@@ -161,6 +200,9 @@ class ExtProcClient:
 
     def call(self) -> Call:
         return Call(self._stub)
+
+    def access_log(self) -> AccessLogCall:
+        return AccessLogCall(als_pb2_grpc.AccessLogServiceStub(self._channel))
 
     async def close(self) -> None:
         await self._channel.close()

@@ -283,6 +283,8 @@ async def measure_all(
             "--secure-serving=false",
             "--max-request-body-bytes",
             str(64 << 20),
+            "--completion-source",  # what standalone sets for its buffered bootstrap
+            "access-log",
         )
         await procs.spawn(
             "floor",

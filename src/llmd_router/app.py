@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 
 from llmd_router.datalayer import Endpoint, EndpointStore
 from llmd_router.extproc.server import ExtProcServer, TlsConfig
-from llmd_router.extproc.servicer import ExtProcServicer
+from llmd_router.extproc.servicer import AccessLogServicer, ExtProcServicer
 from llmd_router.observability.http import MetricsServer
 from llmd_router.observability.metrics import RouterMetrics
 from llmd_router.proxy.bootstrap import ProxyConfig, build_bootstrap
 from llmd_router.proxy.supervisor import EnvoyProcess
-from llmd_router.requestcontrol import Director
+from llmd_router.requestcontrol import CompletionSource, Director
 from llmd_router.scheduling.plugins.least_inflight import LeastInflightScheduler
 
 if TYPE_CHECKING:
@@ -52,6 +52,10 @@ class RouterOptions:
     pool_name: str = ""
     honour_subset_hint: bool = True
     seed: int | None = None
+    # How the router learns that a request ended: "stream" for llm-d's Envoy settings,
+    # "access-log" for our buffered bootstrap (Envoy's access log reports each end).
+    completion_source: CompletionSource = "stream"
+    max_pending_s: float = 3600.0  # access-log: release a request whose end was never reported
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +78,11 @@ class Router:
             self.metrics,
             rng=random.Random(options.seed),
             honour_subset_hint=options.honour_subset_hint,
+            completion_source=options.completion_source,
+            max_pending_s=options.max_pending_s,
         )
         self.servicer = ExtProcServicer(self.director, max_body_bytes=options.max_body_bytes)
+        self._sweeper: asyncio.Task[None] | None = None
         tls = TlsConfig(options.cert_path) if options.secure_serving else None
         self.grpc = ExtProcServer(
             self.servicer,
@@ -84,6 +91,7 @@ class Router:
             health_port=options.health_port,
             tls=tls,
             health_on_main=options.health_on_main,
+            access_log=AccessLogServicer(self.director),
         )
         self.metrics_server = MetricsServer(
             self.metrics.registry, host=options.host, port=options.metrics_port
@@ -97,10 +105,23 @@ class Router:
             await self.metrics_server.stop()
             raise
         self.metrics.pool_size(len(self.store))
+        if self.options.completion_source == "access-log":
+            self._sweeper = asyncio.create_task(self._sweep())
         await self.grpc.set_ready(ready=len(self.store) > 0)
+
+    async def _sweep(self) -> None:
+        interval = min(60.0, self.options.max_pending_s / 4)
+        while True:
+            await asyncio.sleep(interval)
+            self.director.sweep()
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.grpc.stop(grace)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         await self.metrics_server.stop()
 
 
@@ -108,6 +129,8 @@ class Standalone:
     """The router plus the Envoy in front of it."""
 
     def __init__(self, router: RouterOptions, envoy: EnvoyOptions) -> None:
+        if envoy.proxy.mode == "buffered":  # the bootstrap closes each stream after routing
+            router = dataclasses.replace(router, completion_source="access-log")
         self.router = Router(router)
         self._envoy_options = envoy
         self.envoy: EnvoyProcess | None = None
@@ -129,6 +152,7 @@ class Standalone:
             binary=options.binary,
             log_level=options.log_level,
             concurrency=options.concurrency,
+            on_exit=self.router.director.abandon_pending,
         )
         try:
             await envoy.start()

@@ -16,6 +16,7 @@ __all__ = [
     "DESTINATION",
     "DESTINATION_SERVED",
     "DESTINATION_SUBSET",
+    "EXCHANGE_ID",
     "FAIRNESS_ID",
     "LB_NAMESPACE",
     "MODEL_REWRITE",
@@ -38,6 +39,10 @@ SUBSET_NAMESPACE: Final = "envoy.lb.subset_hint"
 DESTINATION_SUBSET: Final = "x-gateway-destination-endpoint-subset"
 DESTINATION_SERVED: Final = "x-gateway-destination-endpoint-served"
 
+# Ours: set by the router on a routed request so that Envoy's access log entry for it can be
+# matched to the request (when the access log, not the ext-proc stream, says a request ended).
+EXCHANGE_ID: Final = "x-llmd-exchange-id"
+
 # Control headers: (current name, legacy name).
 OBJECTIVE: Final = ("x-llm-d-inference-objective", "x-gateway-inference-objective")
 FAIRNESS_ID: Final = ("x-llm-d-inference-fairness-id", "x-gateway-inference-fairness-id")
@@ -53,6 +58,7 @@ SYSTEM_OWNED: Final = frozenset(
         DESTINATION,
         DESTINATION_SUBSET,
         DESTINATION_SERVED,
+        EXCHANGE_ID,
         CONTENT_LENGTH,
         "x-llm-d-request-dropped-reason",
     }

@@ -217,3 +217,65 @@ async def test_fail_open_serves_from_the_pool_while_the_router_is_down(start_sta
         await asyncio.sleep(0.1)
     else:
         pytest.fail("the router never came back into use")
+
+
+def inflight(stack) -> int:
+    return sum(e.inflight for e in stack.app.router.store.all())
+
+
+async def eventually(predicate, within: float = 5.0) -> bool:
+    for _ in range(int(within / 0.02)):
+        if predicate():
+            return True
+        await asyncio.sleep(0.02)
+    return predicate()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_request_stays_in_flight_until_its_response_ends(start_stack: StartStack, mode):
+    """In buffered mode Envoy closes the ext-proc stream right after routing; the request must
+    still count as in flight until Envoy's access log reports its end."""
+    stack = await start_stack(mode=mode, sim={"time-scale": 1.0})
+    async with sdk(stack.url) as api:
+        stream = await api.completions.create(
+            model=MODEL, prompt="go", max_tokens=40, stream=True, extra_body={"ignore_eos": True}
+        )
+        chunks = [await anext(stream)]
+        await asyncio.sleep(0.1)  # well past the stream's close and a log flush
+        assert inflight(stack) == 1
+        chunks += [c async for c in stream]
+    assert len(chunks) == 40
+    assert await eventually(lambda: inflight(stack) == 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_client_gone_mid_response_releases_its_endpoint(start_stack: StartStack, mode):
+    stack = await start_stack(mode=mode, sim={"time-scale": 1.0})
+    body = {"model": MODEL, "prompt": "go", "max_tokens": 500, "stream": True, "ignore_eos": True}
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        http.stream("POST", f"{stack.url}/v1/completions", json=body) as response,
+    ):
+        async for _ in response.aiter_bytes():
+            break
+        assert inflight(stack) == 1
+    assert await eventually(lambda: inflight(stack) == 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_model_server_errors_are_counted(start_stack: StartStack, mode):
+    stack = await start_stack(mode=mode, sim={"fault-error-rate": 1.0, "fault-error-status": 503})
+    body = json.dumps({"model": MODEL, "messages": MESSAGES, "max_tokens": 2}).encode()
+    assert (await post(stack.url, body)).status_code == 503
+    labels = {
+        "model_name": MODEL,
+        "target_model_name": MODEL,
+        "error_code": "ModelServerError",
+        "fairness_id": "default-flow",
+        "priority": "0",
+    }
+    registry = stack.app.router.metrics.registry
+    assert await eventually(
+        lambda: registry.get_sample_value("llm_d_epp_request_error_total", labels) == 1
+    )
+    assert inflight(stack) == 0

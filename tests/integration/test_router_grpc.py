@@ -17,6 +17,7 @@ from llmd_router.datalayer import Endpoint
 from llmd_router.extproc.server import self_signed_certificate
 from tests.extproc_client import (
     ExtProcClient,
+    access_log,
     request_body,
     request_headers,
     response_body,
@@ -34,9 +35,9 @@ HEADERS = {":path": "/v1/chat/completions", ":method": "POST", "x-request-id": "
 ENDPOINTS = tuple(Endpoint(f"e{i}", f"10.0.0.{i + 1}", 8000) for i in range(3))
 
 
-@pytest.fixture
-async def router() -> AsyncIterator[Router]:
-    r = Router(
+def local_router(**options: Any) -> Router:
+    """A router on free loopback ports, plaintext."""
+    return Router(
         RouterOptions(
             endpoints=ENDPOINTS,
             host="127.0.0.1",
@@ -44,8 +45,14 @@ async def router() -> AsyncIterator[Router]:
             health_port=0,
             metrics_port=0,
             secure_serving=False,
+            **options,
         )
     )
+
+
+@pytest.fixture
+async def router() -> AsyncIterator[Router]:
+    r = local_router()
     await r.start()
     yield r
     await r.stop(0)
@@ -264,3 +271,34 @@ async def test_metrics_port_serves_llm_d_names(router: Router, client: ExtProcCl
         "inference_pool_ready_pods",
     ):
         assert name in page, name
+
+
+async def test_with_the_access_log_a_request_ends_when_envoy_reports_it():
+    r = local_router(completion_source="access-log")
+    await r.start()
+    try:
+        async with ExtProcClient(f"127.0.0.1:{r.grpc.port}") as client:
+            call = client.call()
+            await call.send(request_headers(HEADERS, mode="buffered", response_mode="none"))
+            await call.recv()
+            await call.send(request_body(BODY, eos=True))
+            decision = (await call.recv()).set_headers
+            exchange_id = decision["x-llmd-exchange-id"]
+            await call.end()  # Envoy closes the stream once routed: the request goes on
+            assert await call.finished()
+            await asyncio.sleep(0.05)
+            assert sum(e.inflight for e in r.store.all()) == 1
+            log = client.access_log()
+            await log.send(access_log([({"x-llmd-exchange-id": "unknown"}, 200)]))
+            await log.send(access_log([({"x-llmd-exchange-id": exchange_id}, 0)]))
+            await settle(r)
+            assert sum(e.inflight for e in r.store.all()) == 0
+            assert running(r) == 0
+            # Stopping does not wait out the grace period for Envoy's long-lived log stream.
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await r.stop(10)
+            assert loop.time() - started < 5
+            assert await log.result() == grpc.StatusCode.OK
+    finally:
+        await r.stop(0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from typing import TYPE_CHECKING
 
 import httpx
@@ -125,9 +126,32 @@ async def test_the_command_line_refuses_a_bad_fleet_file(tmp_path: Path):
     assert b"servers[0]: unknown option 'max-num-seq'" in err
 
 
-async def test_binding_servers_of_a_fleet_publish_on_consecutive_ports(unused_tcp_port: int):
+def consecutive_free_ports(count: int) -> int:
+    """A port p such that p .. p+count-1 are all free now."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + count > 65535:
+            continue
+        held = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+        return base
+    raise RuntimeError("no run of free ports found")
+
+
+async def test_binding_servers_of_a_fleet_publish_on_consecutive_ports():
     """Each binding server offsets the port by its index and names itself in the topic."""
-    base = unused_tcp_port
+    base = consecutive_free_ports(2)
     fleet = Fleet(
         build_fleet(
             overrides={

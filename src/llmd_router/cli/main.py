@@ -160,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_proxy_flags(standalone, port_default=8081)
     epp = sub.add_parser("epp", help="the Endpoint Picker alone")
     _add_epp_flags(epp, secure_default=True)
+    epp.add_argument(
+        "--completion-source",
+        choices=("stream", "access-log"),
+        default="stream",
+        help="how the router learns that a request ended: stream (default): the ext-proc "
+        "stream ends, as with llm-d's Envoy settings; access-log: Envoy's gRPC access log "
+        "reports it, as the bootstrap of envoy-config --extproc-mode buffered sets up",
+    )
     config = sub.add_parser("envoy-config", help="print the bootstrap standalone would use")
     _add_proxy_flags(config, port_default=8081)
     config.add_argument(
@@ -209,6 +217,7 @@ def _router_options(
         max_body_bytes=args.max_request_body_bytes,
         pool_name=args.pool_name,
         honour_subset_hint=not args.disable_endpoint_subset_filter,
+        completion_source=getattr(args, "completion_source", "stream"),
     )
     return dataclasses.replace(options, **overrides)
 
@@ -296,4 +305,9 @@ def _print_envoy_config(args: argparse.Namespace) -> None:
     config = _proxy_config(
         args, epp_host=host or "127.0.0.1", epp_port=int(port), epp_tls=args.epp_tls, pool=pool
     )
+    if config.mode == "buffered":
+        print(
+            "# For this bootstrap, run the router with: llmd-router epp --completion-source "
+            "access-log\n# (Envoy's access log tells it when each request ended)."
+        )
     print(yaml.safe_dump(build_bootstrap(config), sort_keys=False), end="")

@@ -1,4 +1,7 @@
-"""Envoy's ext-proc protobufs to and from our events. The only module that imports ``envoy.*``.
+"""Envoy's protobufs to and from our events. The only module that imports ``envoy.*``.
+
+Two services: ext-proc (one stream per HTTP request) and the access log service (one long-lived
+stream per Envoy worker, batches of entries for requests that ended).
 
 Header values travel as ``raw_value`` bytes (Envoy fills ``raw_value`` and leaves ``value``
 empty); they are decoded as latin-1, which maps every byte to one character and back. Of the
@@ -12,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
@@ -33,7 +37,8 @@ from llmd_router.extproc.events import (
     ResponseTrailers,
     TrailersResponse,
 )
-from llmd_router.headers import LB_NAMESPACE, SUBSET_NAMESPACE
+from llmd_router.headers import EXCHANGE_ID, LB_NAMESPACE, SUBSET_NAMESPACE
+from llmd_router.requestcontrol.exchange import Ended
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -41,13 +46,18 @@ if TYPE_CHECKING:
     from llmd_router.types import Metadata
 
 __all__ = [
+    "ACCESS_LOG_ACK",
     "SERVICE_NAME",
+    "AccessLogServiceServicer",
+    "AccessLogsMessage",
     "ExternalProcessorServicer",
     "ExternalProcessorStub",
     "ProcessingRequest",
     "ProcessingResponse",
+    "add_access_log_to_server",
     "add_to_server",
     "decode",
+    "decode_access_logs",
     "encode",
 ]
 
@@ -57,6 +67,10 @@ ProcessingResponse = pb.ProcessingResponse
 ExternalProcessorServicer = pb_grpc.ExternalProcessorServicer
 ExternalProcessorStub = pb_grpc.ExternalProcessorStub
 add_to_server = pb_grpc.add_ExternalProcessorServicer_to_server
+AccessLogsMessage = als_pb2.StreamAccessLogsMessage
+AccessLogServiceServicer = als_pb2_grpc.AccessLogServiceServicer
+add_access_log_to_server = als_pb2_grpc.add_AccessLogServiceServicer_to_server
+ACCESS_LOG_ACK: Final = als_pb2.StreamAccessLogsResponse()
 _NAMESPACES: Final = (SUBSET_NAMESPACE, LB_NAMESPACE)
 _MODES: Final[dict[int, BodyMode]] = {
     processing_mode_pb2.ProcessingMode.NONE: "none",
@@ -219,3 +233,17 @@ def encode(action: Action) -> pb.ProcessingResponse:
             )
         )
     raise TypeError(f"{type(action).__name__} is not sent to Envoy")
+
+
+def decode_access_logs(message: als_pb2.StreamAccessLogsMessage) -> list[Ended]:
+    """The ends of routed requests in one batch of HTTP access log entries. Entries without
+    the router's exchange id (requests it did not route) are left out."""
+    ended: list[Ended] = []
+    for entry in message.http_logs.log_entry:
+        exchange_id = entry.request.request_headers.get(EXCHANGE_ID)
+        if not exchange_id:
+            continue
+        response = entry.response
+        status = response.response_code.value if response.HasField("response_code") else 0
+        ended.append(Ended(exchange_id, status or None, response.response_body_bytes))
+    return ended

@@ -1,5 +1,8 @@
 """The gRPC servers: ext-proc (``:9002``) and standard gRPC health (``:9003``).
 
+The ext-proc port also serves Envoy's access log service (``envoy.service.accesslog.v3``), by
+which our buffered bootstrap reports the end of each routed request.
+
 Health reports ``liveness`` SERVING while the process runs, and ``readiness``, the overall
 service ``""`` and the ext-proc service name SERVING once the router is ready to route (it has
 its endpoints), as llm-d's EPP does. With ``health_on_main`` the health service is also served on
@@ -24,12 +27,12 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from llmd_router.extproc.codec import SERVICE_NAME, add_to_server
+from llmd_router.extproc.codec import SERVICE_NAME, add_access_log_to_server, add_to_server
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from llmd_router.extproc.servicer import ExtProcServicer
+    from llmd_router.extproc.servicer import AccessLogServicer, ExtProcServicer
 
 __all__ = ["ExtProcServer", "TlsConfig", "self_signed_certificate"]
 
@@ -91,8 +94,10 @@ class ExtProcServer:
         health_port: int = 9003,
         tls: TlsConfig | None = None,
         health_on_main: bool = False,
+        access_log: AccessLogServicer | None = None,
     ) -> None:
         self._servicer = servicer
+        self._access_log = access_log
         self._host = host
         self._tls = tls
         self._health_on_main = health_on_main
@@ -109,6 +114,9 @@ class ExtProcServer:
         await self.set_ready(ready=False)
         server = grpc.aio.server(options=_OPTIONS)
         add_to_server(self._servicer, server)
+        if self._access_log is not None:
+            self._access_log.open()
+            add_access_log_to_server(self._access_log, server)
         if self._health_on_main:
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = f"{self._host}:{self.port}"  # after a restart: the port bound before
@@ -135,6 +143,8 @@ class ExtProcServer:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting streams; let open ones finish for up to ``grace`` seconds."""
         await self.set_ready(ready=False)
+        if self._access_log is not None:
+            self._access_log.close()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None

@@ -2,28 +2,37 @@
 
 Each stream: decode a message, feed the protocol, send what it answers; when the protocol needs a
 routing decision, ask the director and feed the answer back. Whatever ends the stream (response
-complete, immediate response, client gone, Envoy closing it, an error), ``finally`` settles the
-request with the director, which releases its in-flight count exactly once.
+complete, immediate response, client gone, Envoy closing it, an error), ``finally`` tells the
+director, which releases the request's in-flight count exactly once: at once, or when the access
+log reports the request's end (``AccessLogServicer``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from llmd_router.errors import Internal, RouterError
-from llmd_router.extproc.codec import ExternalProcessorServicer, decode, encode
+from llmd_router.extproc.codec import (
+    ACCESS_LOG_ACK,
+    AccessLogServiceServicer,
+    ExternalProcessorServicer,
+    decode,
+    decode_access_logs,
+    encode,
+)
 from llmd_router.extproc.events import NeedDecision
 from llmd_router.extproc.protocol import ExtProcStream
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from llmd_router.extproc.codec import ProcessingRequest, ProcessingResponse
+    from llmd_router.extproc.codec import AccessLogsMessage, ProcessingRequest, ProcessingResponse
     from llmd_router.requestcontrol import Director, RequestRecord
 
-__all__ = ["ExtProcServicer"]
+__all__ = ["AccessLogServicer", "ExtProcServicer"]
 
 _log = logging.getLogger(__name__)
 
@@ -64,7 +73,7 @@ class ExtProcServicer(ExternalProcessorServicer):  # type: ignore[misc]
                     return
         finally:
             if record is not None:
-                self._director.settle(record, stream.outcome)
+                self._director.stream_ended(record, stream.outcome)
 
     def _decide(
         self,
@@ -83,3 +92,51 @@ class ExtProcServicer(ExternalProcessorServicer):  # type: ignore[misc]
             self._director.internal_error()
             return None, stream.fail(Internal("unexpected error while routing the request"))
         return record, stream.decide(decision)
+
+
+class AccessLogServicer(AccessLogServiceServicer):  # type: ignore[misc]
+    """Envoy's access log stream: each batch of entries tells the director which routed
+    requests ended. Envoy keeps one stream per worker open for as long as it runs, so
+    ``close`` answers them all when the router stops: a server's graceful stop would otherwise
+    wait its whole grace period for them."""
+
+    def __init__(self, director: Director) -> None:
+        self._director = director
+        self._closing = asyncio.Event()
+
+    async def StreamAccessLogs(  # the gRPC method name
+        self,
+        request_iterator: AsyncIterator[AccessLogsMessage],
+        context: Any,
+    ) -> Any:
+        closing = asyncio.ensure_future(self._closing.wait())
+        read: asyncio.Future[AccessLogsMessage] | None = None
+        try:
+            while True:
+                read = asyncio.ensure_future(anext(request_iterator))
+                await asyncio.wait((read, closing), return_when=asyncio.FIRST_COMPLETED)
+                if not read.done():
+                    break
+                try:
+                    message = read.result()
+                except StopAsyncIteration:
+                    break
+                self._director.ended(decode_access_logs(message))
+        finally:
+            closing.cancel()
+            if read is not None:  # a read cut short may still end with an error: retrieve it
+                read.add_done_callback(_retrieve)
+                read.cancel()
+        return ACCESS_LOG_ACK
+
+    def open(self) -> None:
+        self._closing.clear()
+
+    def close(self) -> None:
+        """Answer every access log stream now (Envoy opens a new one when it next logs)."""
+        self._closing.set()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -4,13 +4,15 @@ The data plane::
 
     listener :8081 (HTTP/1.1 and h2c)
       early header mutation: drop every client header starting x-gateway-destination-endpoint,
-                             so no client can choose its upstream, whatever happens next
+                             and x-llmd-exchange-id, so no client can choose its upstream or
+                             touch the router's accounting, whatever happens next
       ext_proc  -> cluster "epp" (gRPC over HTTP/2, TLS optional)
       router
         route 1: x-gateway-destination-endpoint present -> cluster "original_destination"
                  (ORIGINAL_DST: connect to the ip:port the router put in that header)
         route 2: otherwise -> fail-open: cluster "pool" (a random endpoint of the pool)
                               fail-closed: 503
+      access log (buffered mode) -> the router's AccessLogService, on the same cluster "epp"
     admin on 127.0.0.1
 
 ext_proc sets ``clear_route_cache`` with the destination header, so the route is chosen again
@@ -18,11 +20,14 @@ after routing and matches route 1. The client's own header is gone before any of
 
 Processing modes (``ProxyConfig.mode``):
 
-- ``buffered``: request headers SEND, request body BUFFERED, response headers SEND, response
-  body NONE, response trailers SEND. One message carries the whole body; the routing decision
-  rides on its answer; responses stream without passing through the router; the ext_proc stream
-  stays open until the HTTP exchange ends, which tells the router when a request finished.
-  Token usage is not seen. Envoy holds up to ``max_request_bytes`` of a request body.
+- ``buffered`` (ours, the default): request headers SEND, request body BUFFERED, and the whole
+  response path off (headers SKIP, body NONE, trailers SKIP). One message carries the whole
+  body; the routing decision rides on its answer; Envoy then closes the ext_proc stream and the
+  response never passes through the router. Envoy's gRPC access log tells the router when each
+  routed request ended and with which status: an entry per request that carries the router's
+  ``x-llmd-exchange-id``, batched on one long-lived stream and flushed every
+  ``access_log_flush_s``. Token usage is not seen. Envoy holds up to ``max_request_bytes`` of a
+  request body.
 - ``full-duplex``: llm-d's setting, FULL_DUPLEX_STREAMED bodies both ways with trailers SEND;
   every response chunk passes through the router (usage is read from it).
 
@@ -36,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from llmd_router.headers import DESTINATION
+from llmd_router.headers import DESTINATION, EXCHANGE_ID
 
 __all__ = ["Mode", "ProxyConfig", "build_bootstrap"]
 
@@ -48,9 +53,9 @@ _MODES: Final[dict[str, dict[str, str]]] = {
         "request_header_mode": "SEND",
         "request_body_mode": "BUFFERED",
         "request_trailer_mode": "SKIP",
-        "response_header_mode": "SEND",
+        "response_header_mode": "SKIP",
         "response_body_mode": "NONE",
-        "response_trailer_mode": "SEND",
+        "response_trailer_mode": "SKIP",
     },
     "full-duplex": {
         "request_header_mode": "SEND",
@@ -71,6 +76,10 @@ _EARLY_MUTATION: Final = (
     "type.googleapis.com/envoy.extensions.http.early_header_mutation."
     "header_mutation.v3.HeaderMutation"
 )
+_GRPC_ACCESS_LOG: Final = (
+    "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig"
+)
+_ACCESS_LOG_NAME: Final = "llmd-router"
 _HTTP_OPTIONS: Final = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _TLS: Final = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 _CONNECTIONS: Final = (
@@ -105,6 +114,7 @@ class ProxyConfig:
     max_connections: int = 50_000
     decision_timeout_s: float = 60.0
     idle_timeout_s: float = 300.0
+    access_log_flush_s: float = 0.01  # buffered mode: how late the router may learn of an end
 
 
 def _address(host: str, port: int) -> dict[str, Any]:
@@ -138,6 +148,24 @@ def _ext_proc(config: ProxyConfig) -> dict[str, Any]:
     if config.failure_mode == "closed":
         typed["status_on_error"] = {"code": 503}
     return {"name": "envoy.filters.http.ext_proc", "typed_config": typed}
+
+
+def _access_log(config: ProxyConfig) -> dict[str, Any]:
+    """Envoy's gRPC access log to the router, for the requests the router routed."""
+    return {
+        "name": "envoy.access_loggers.http_grpc",
+        "filter": {"header_filter": {"header": {"name": EXCHANGE_ID, "present_match": True}}},
+        "typed_config": {
+            "@type": _GRPC_ACCESS_LOG,
+            "common_config": {
+                "log_name": _ACCESS_LOG_NAME,
+                "transport_api_version": "V3",
+                "grpc_service": {"envoy_grpc": {"cluster_name": "epp"}},
+                "buffer_flush_interval": f"{config.access_log_flush_s:g}s",
+            },
+            "additional_request_headers_to_log": [EXCHANGE_ID],
+        },
+    }
 
 
 def _routes(config: ProxyConfig) -> list[dict[str, Any]]:
@@ -210,11 +238,8 @@ def build_bootstrap(config: ProxyConfig) -> dict[str, Any]:
                 "typed_config": {
                     "@type": _EARLY_MUTATION,
                     "mutations": [
-                        {
-                            "remove_on_match": {
-                                "key_matcher": {"prefix": DESTINATION, "ignore_case": True}
-                            }
-                        }
+                        {"remove_on_match": {"key_matcher": {"prefix": name, "ignore_case": True}}}
+                        for name in (DESTINATION, EXCHANGE_ID)
                     ],
                 },
             }
@@ -228,6 +253,8 @@ def build_bootstrap(config: ProxyConfig) -> dict[str, Any]:
             {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}},
         ],
     }
+    if config.mode == "buffered":
+        hcm["access_log"] = [_access_log(config)]
     clusters = [
         _epp_cluster(config),
         {

@@ -92,8 +92,10 @@ class EnvoyProcess:
         extra_args: Sequence[str] = (),
         max_restarts: int = 5,
         restart_window: float = 60.0,
+        on_exit: Callable[[], object] | None = None,
     ) -> None:
         self._bootstrap = bootstrap
+        self._on_exit = on_exit
         self._binary = find_envoy(binary)
         self._log_level = log_level
         self._concurrency = concurrency
@@ -186,6 +188,8 @@ class EnvoyProcess:
             status = await self._process.wait()
             if self._stopping:
                 return
+            if self._on_exit is not None:
+                self._on_exit()  # the requests it carried are gone
             now = time.monotonic()
             deaths.append(now)
             while deaths and now - deaths[0] > self._window:

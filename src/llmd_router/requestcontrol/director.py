@@ -5,6 +5,17 @@ an immediate response). It counts the request in flight on the chosen endpoint. 
 releases it when the exchange ends, however it ends: response complete, client gone, stream
 broken. A record settles exactly once, so in-flight counts never drift.
 
+Who says that a request ended depends on how the proxy is set up (``completion_source``):
+
+- ``stream``: the ext-proc stream, which in llm-d's settings stays open for the whole response.
+  When it ends, the request ended (``stream_ended`` settles).
+- ``access-log``: our buffered bootstrap closes the ext-proc stream right after the routing
+  decision, and Envoy's access log reports the end instead. The decision then carries a fresh
+  ``x-llmd-exchange-id``; the record waits, keyed by it, until its entry arrives (``ended``).
+  A stream that ends before its decision went out, or that did see the response, still settles
+  at once. A record whose entry never comes (Envoy died, or dropped log entries) is released by
+  ``sweep`` after ``max_pending_s``, so the in-flight count heals.
+
 Order, as llm-d's director: request id → parse (model, rewrite) → candidates (pool ∩ the proxy's
 subset hint; none → 503) → schedule (nothing left → 429) → account. Requests without a body
 (``GET /v1/models``) skip parsing and scheduling and go to a random endpoint of the pool.
@@ -12,30 +23,40 @@ subset hint; none → 503) → schedule (nothing left → 429) → account. Requ
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import random
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from llmd_router.errors import ResourceExhausted, RouterError, ServiceUnavailable
-from llmd_router.headers import CONTENT_LENGTH, DESTINATION_SUBSET, REQUEST_ID, SUBSET_NAMESPACE
+from llmd_router.headers import (
+    CONTENT_LENGTH,
+    DESTINATION_SUBSET,
+    EXCHANGE_ID,
+    REQUEST_ID,
+    SUBSET_NAMESPACE,
+)
 from llmd_router.parsing import InferenceRequest, parse_request, request_path
-from llmd_router.requestcontrol.exchange import Decision, Outcome
+from llmd_router.requestcontrol.exchange import Decision, Ended, Outcome
 from llmd_router.scheduling.framework import SchedulingError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from llmd_router.datalayer.endpoints import Endpoint, EndpointStore
     from llmd_router.observability.metrics import RouterMetrics
     from llmd_router.scheduling.framework import Scheduler
     from llmd_router.types import Metadata
 
-__all__ = ["Director", "RequestRecord", "subset_hint"]
+__all__ = ["CompletionSource", "Director", "RequestRecord", "subset_hint"]
 
 _log = logging.getLogger(__name__)
+
+CompletionSource = Literal["stream", "access-log"]
 
 
 @dataclass(slots=True)
@@ -46,6 +67,7 @@ class RequestRecord:
     received_at: float
     endpoint: Endpoint
     model: tuple[str, str]
+    exchange_id: str = ""  # set when the access log reports the end
     settled: bool = False
 
 
@@ -74,6 +96,8 @@ class Director:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         honour_subset_hint: bool = True,
+        completion_source: CompletionSource = "stream",
+        max_pending_s: float = 3600.0,
     ) -> None:
         self.store = store
         self.scheduler = scheduler
@@ -81,6 +105,12 @@ class Director:
         self._rng = rng or random.Random()
         self._clock = clock
         self._honour_subset = honour_subset_hint
+        self.completion_source: CompletionSource = completion_source
+        self._max_pending = max_pending_s
+        # Routed requests waiting for their access log entry, oldest first.
+        self._pending: dict[str, RequestRecord] = {}
+        self._exchange_prefix = f"{os.getpid():x}-{uuid.uuid4().hex[:8]}-"
+        self._exchange_ids = itertools.count()
 
     def route(
         self,
@@ -127,6 +157,7 @@ class Director:
         )
         if request.body:
             extra.append((CONTENT_LENGTH, str(len(request.body))))
+        record = self._record(request_id, received_at, endpoint, model, extra)
         decision = Decision(
             destination=destination,
             body=request.body,
@@ -134,7 +165,22 @@ class Director:
             set_headers=tuple(extra),
             response_model=_response_model(request),
         )
-        return decision, RequestRecord(request_id, received_at, endpoint, model)
+        return decision, record
+
+    def _record(
+        self,
+        request_id: str,
+        received_at: float,
+        endpoint: Endpoint,
+        model: tuple[str, str],
+        extra: list[tuple[str, str]],
+    ) -> RequestRecord:
+        record = RequestRecord(request_id, received_at, endpoint, model)
+        if self.completion_source == "access-log":
+            record.exchange_id = exchange_id = f"{self._exchange_prefix}{next(self._exchange_ids)}"
+            extra.append((EXCHANGE_ID, exchange_id))
+            self._pending[exchange_id] = record
+        return record
 
     def _schedule(
         self, request: InferenceRequest, metadata: Metadata, model: tuple[str, str]
@@ -174,18 +220,74 @@ class Director:
         self.metrics.routed(
             model, "default-flow", 0, 0, None, endpoint.name, endpoint.namespace, endpoint.port
         )
+        record = self._record(request_id, received_at, endpoint, model, extra)
         decision = Decision(destination=endpoint.key, body=b"", set_headers=tuple(extra))
-        return decision, RequestRecord(request_id, received_at, endpoint, model)
+        return decision, record
 
     def internal_error(self) -> None:
         """A bug surfaced while routing: count it (the stream answers 500)."""
         self.metrics.failed(("", ""), "Internal", "default-flow", 0)
+
+    def stream_ended(self, record: RequestRecord, outcome: Outcome) -> None:
+        """The ext-proc stream of a routed request ended: settle now, unless the access log
+        will say when the request ends (the decision went out and the stream closed before any
+        response, as it does in our buffered bootstrap)."""
+        if (
+            self.completion_source == "access-log"
+            and outcome.decided
+            and outcome.response_status is None
+            and not outcome.response_complete
+        ):
+            return
+        self.settle(record, outcome)
+
+    def ended(self, ends: Iterable[Ended]) -> None:
+        """Entries of the proxy's access log: settle the requests they name. Entries for
+        requests already settled, or unknown here (routed by an earlier process), are ignored."""
+        for end in ends:
+            record = self._pending.get(end.exchange_id)
+            if record is not None:
+                self.settle(
+                    record, Outcome(response_status=end.status, response_bytes=end.response_bytes)
+                )
+
+    @property
+    def pending(self) -> int:
+        """Routed requests waiting for their access log entry."""
+        return len(self._pending)
+
+    def sweep(self) -> int:
+        """Release requests whose access log entry is overdue (``max_pending_s``); how many."""
+        cutoff = self._clock() - self._max_pending
+        overdue = []
+        for record in self._pending.values():  # insertion order: oldest first
+            if record.received_at > cutoff:
+                break
+            overdue.append(record)
+        for record in overdue:
+            self.settle(record, Outcome())
+        if overdue:
+            _log.warning(
+                "released %d requests whose end the proxy never reported within %gs",
+                len(overdue),
+                self._max_pending,
+            )
+        return len(overdue)
+
+    def abandon_pending(self) -> int:
+        """The proxy restarted: the requests it carried are gone; release them all."""
+        records = list(self._pending.values())
+        for record in records:
+            self.settle(record, Outcome())
+        return len(records)
 
     def settle(self, record: RequestRecord, outcome: Outcome) -> None:
         """The exchange of a routed request ended. Idempotent."""
         if record.settled:
             return
         record.settled = True
+        if record.exchange_id:
+            self._pending.pop(record.exchange_id, None)
         record.endpoint.inflight -= 1
         usage = outcome.usage
         self.metrics.finished(

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
     from llmd_router.parsing.usage import Usage
 
-__all__ = ["Decision", "Outcome"]
+__all__ = ["Decision", "Ended", "Outcome"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +37,12 @@ class Outcome:
     response_bytes: int = 0
     usage: Usage | None = None
     protocol_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """The proxy's word that a routed request ended (one entry of Envoy's access log)."""
+
+    exchange_id: str
+    status: int | None  # None: no response reached the client (it went away first)
+    response_bytes: int = 0

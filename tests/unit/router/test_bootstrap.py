@@ -45,11 +45,11 @@ def test_every_variant_is_a_valid_envoy_config(tmp_path: Path, mode, failure, tl
 
 def test_client_destination_headers_are_stripped_before_any_filter():
     early = hcm(build_bootstrap(ProxyConfig()))["early_header_mutation_extensions"]
-    (rule,) = early[0]["typed_config"]["mutations"]
-    assert rule["remove_on_match"]["key_matcher"] == {
-        "prefix": "x-gateway-destination-endpoint",
-        "ignore_case": True,
-    }
+    rules = early[0]["typed_config"]["mutations"]
+    assert [r["remove_on_match"]["key_matcher"] for r in rules] == [
+        {"prefix": "x-gateway-destination-endpoint", "ignore_case": True},
+        {"prefix": "x-llmd-exchange-id", "ignore_case": True},
+    ]
 
 
 def test_routes_and_failure_modes():
@@ -75,7 +75,23 @@ def test_processing_modes():
         modes["request_body_mode"],
         modes["response_body_mode"],
         modes["response_trailer_mode"],
-    ) == ("BUFFERED", "NONE", "SEND")
+    ) == ("BUFFERED", "NONE", "SKIP")
+    assert modes["response_header_mode"] == "SKIP"
     duplex = hcm(build_bootstrap(ProxyConfig(mode="full-duplex")))["http_filters"][0]
     modes = duplex["typed_config"]["processing_mode"]
     assert modes["request_body_mode"] == modes["response_body_mode"] == "FULL_DUPLEX_STREAMED"
+
+
+def test_buffered_mode_reports_request_ends_through_the_access_log():
+    buffered = hcm(build_bootstrap(ProxyConfig(mode="buffered", access_log_flush_s=0.02)))
+    (log,) = buffered["access_log"]
+    assert log["filter"]["header_filter"]["header"] == {
+        "name": "x-llmd-exchange-id",
+        "present_match": True,
+    }
+    config = log["typed_config"]
+    assert config["additional_request_headers_to_log"] == ["x-llmd-exchange-id"]
+    assert config["common_config"]["grpc_service"] == {"envoy_grpc": {"cluster_name": "epp"}}
+    assert config["common_config"]["buffer_flush_interval"] == "0.02s"
+    # llm-d's settings keep the stream open for the whole response: no access log needed.
+    assert "access_log" not in hcm(build_bootstrap(ProxyConfig(mode="full-duplex")))

@@ -12,7 +12,7 @@ from llmd_router.datalayer import Endpoint, EndpointStore
 from llmd_router.errors import BadRequest, ResourceExhausted, ServiceUnavailable
 from llmd_router.observability.metrics import RouterMetrics
 from llmd_router.parsing import Usage
-from llmd_router.requestcontrol import Director, Outcome, subset_hint
+from llmd_router.requestcontrol import Director, Ended, Outcome, subset_hint
 from llmd_router.scheduling.framework import SchedulingError
 from llmd_router.scheduling.plugins.least_inflight import LeastInflightScheduler
 
@@ -24,12 +24,13 @@ def endpoints(n: int = 3) -> list[Endpoint]:
     return [Endpoint(f"e{i}", f"10.0.0.{i + 1}", 8000) for i in range(n)]
 
 
-def director(eps: list[Endpoint] | None = None, scheduler=None) -> Director:
+def director(eps: list[Endpoint] | None = None, scheduler=None, **options) -> Director:
     return Director(
         EndpointStore(endpoints() if eps is None else eps),
         scheduler or LeastInflightScheduler(random.Random(1)),
         RouterMetrics(),
         rng=random.Random(2),
+        **options,
     )
 
 
@@ -249,3 +250,70 @@ def test_usage_and_status_are_recorded_when_settled():
         )
         == 1
     )
+
+
+def inflight(d: Director) -> list[int]:
+    return [e.inflight for e in d.store.all()]
+
+
+def test_stream_mode_settles_when_the_stream_ends():
+    d = director()
+    decision, record = route(d)
+    assert not any(k == "x-llmd-exchange-id" for k, _ in decision.set_headers)
+    d.stream_ended(record, Outcome(decided=True))
+    assert inflight(d) == [0, 0, 0] and d.pending == 0
+
+
+def test_access_log_mode_waits_for_the_proxy_to_report_the_end():
+    d = director(completion_source="access-log")
+    decision, record = route(d)
+    (exchange_id,) = [v for k, v in decision.set_headers if k == "x-llmd-exchange-id"]
+    assert exchange_id == record.exchange_id
+    d.stream_ended(record, Outcome(decided=True))  # Envoy closes the stream after routing
+    assert sum(inflight(d)) == 1 and d.pending == 1
+    d.ended([Ended("someone-else", 200), Ended(exchange_id, 503, 120)])
+    assert inflight(d) == [0, 0, 0] and d.pending == 0
+    labels = {
+        "model_name": "m",
+        "target_model_name": "m",
+        "error_code": "ModelServerError",
+        "fairness_id": "default-flow",
+        "priority": "0",
+    }
+    assert sample(d, "llm_d_epp_request_error_total", **labels) == 1
+    d.ended([Ended(exchange_id, 200)])  # reported twice: nothing changes
+    assert inflight(d) == [0, 0, 0]
+
+
+def test_access_log_mode_exchange_ids_are_unique_and_bodyless_requests_get_one():
+    d = director(completion_source="access-log")
+    ids = {route(d)[1].exchange_id for _ in range(5)}
+    _, bodyless = route(d, body=b"", headers={":path": "/v1/models"}, has_body=False)
+    ids.add(bodyless.exchange_id)
+    assert len(ids) == 6 and all(ids) and d.pending == 6
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        Outcome(decided=False),  # the stream broke before the decision went out
+        Outcome(decided=True, response_status=200, response_complete=True),  # saw the response
+    ],
+    ids=["undecided", "response-seen"],
+)
+def test_access_log_mode_settles_at_once_when_the_stream_knows(outcome: Outcome):
+    d = director(completion_source="access-log")
+    _, record = route(d)
+    d.stream_ended(record, outcome)
+    assert inflight(d) == [0, 0, 0] and d.pending == 0
+
+
+def test_overdue_requests_are_swept_and_a_proxy_restart_releases_all():
+    now = [100.0]
+    d = director(completion_source="access-log", max_pending_s=10.0, clock=lambda: now[0])
+    old = d.route(HEADERS, BODY, {}, has_body=True, received_at=85.0)[1]
+    young = d.route(HEADERS, BODY, {}, has_body=True, received_at=95.0)[1]
+    assert d.sweep() == 1 and old.settled and not young.settled
+    assert d.pending == 1
+    assert d.abandon_pending() == 1 and d.pending == 0
+    assert inflight(d) == [0, 0, 0]
