@@ -186,6 +186,7 @@ class ExtProcStream:
         self._metadata = event.metadata
         if event.response_body_mode is not None:
             self._duplex_response = event.response_body_mode == "full_duplex_streamed"
+            self.outcome.response_on_stream = event.response_body_mode != "none"
         if event.end_of_stream:
             return self._complete_request(has_body=False)
         mode: BodyMode | None = event.request_body_mode

@@ -22,12 +22,11 @@ Processing modes (``ProxyConfig.mode``):
 
 - ``buffered`` (ours, the default): request headers SEND, request body BUFFERED, and the whole
   response path off (headers SKIP, body NONE, trailers SKIP). One message carries the whole
-  body; the routing decision rides on its answer; Envoy then closes the ext_proc stream and the
-  response never passes through the router. Envoy's gRPC access log tells the router when each
-  routed request ended and with which status: an entry per request that carries the router's
-  ``x-llmd-exchange-id``, batched on one long-lived stream and flushed every
-  ``access_log_flush_s``. Token usage is not seen. Envoy holds up to ``max_request_bytes`` of a
-  request body.
+  body; the routing decision rides on its answer; the response never passes through the router.
+  Envoy's gRPC access log tells the router when each routed request ended and with which
+  status: an entry per request that carries the router's ``x-llmd-exchange-id``, batched on
+  one long-lived stream and flushed every ``access_log_flush_s``. Token usage is not seen.
+  Envoy holds up to ``max_request_bytes`` of a request body.
 - ``full-duplex``: llm-d's setting, FULL_DUPLEX_STREAMED bodies both ways with trailers SEND;
   every response chunk passes through the router (usage is read from it).
 

@@ -9,12 +9,14 @@ Who says that a request ended depends on how the proxy is set up (``completion_s
 
 - ``stream``: the ext-proc stream, which in llm-d's settings stays open for the whole response.
   When it ends, the request ended (``stream_ended`` settles).
-- ``access-log``: our buffered bootstrap closes the ext-proc stream right after the routing
-  decision, and Envoy's access log reports the end instead. The decision then carries a fresh
-  ``x-llmd-exchange-id``; the record waits, keyed by it, until its entry arrives (``ended``).
-  A stream that ends before its decision went out, or that did see the response, still settles
-  at once. A record whose entry never comes (Envoy died, or dropped log entries) is released by
-  ``sweep`` after ``max_pending_s``, so the in-flight count heals.
+- ``access-log``: in our buffered bootstrap no response message reaches the ext-proc stream,
+  so it says nothing of the response's status, and when Envoy closes it is Envoy's choice
+  (1.40 waits for the end of the exchange; nothing promises it). Envoy's access log reports
+  the end and the status instead. The decision then carries a fresh ``x-llmd-exchange-id``;
+  the record waits, keyed by it, until its entry arrives (``ended``). A stream that ends before
+  its decision went out, or whose response was to pass through it (llm-d's settings), still
+  settles at once. A record whose entry never comes (Envoy died, or dropped log entries) is
+  released by ``sweep`` after ``max_pending_s``, so the in-flight count heals.
 
 Order, as llm-d's director: request id → parse (model, rewrite) → candidates (pool ∩ the proxy's
 subset hint; none → 503) → schedule (nothing left → 429) → account. Requests without a body
@@ -230,13 +232,14 @@ class Director:
 
     def stream_ended(self, record: RequestRecord, outcome: Outcome) -> None:
         """The ext-proc stream of a routed request ended: settle now, unless the access log
-        will say when the request ends (the decision went out and the stream closed before any
-        response, as it does in our buffered bootstrap)."""
+        will say when the request ends: the decision went out, and the response was not to
+        pass through this stream (Envoy announced response body mode NONE, or nothing) and did
+        not, as in our buffered bootstrap."""
         if (
             self.completion_source == "access-log"
             and outcome.decided
+            and not outcome.response_on_stream
             and outcome.response_status is None
-            and not outcome.response_complete
         ):
             return
         self.settle(record, outcome)

@@ -30,6 +30,9 @@ class Outcome:
     """How far an exchange got; read when it ends."""
 
     decided: bool = False
+    # Envoy announced that the response passes through this stream (any response body mode
+    # but NONE); False when it said NONE or said nothing.
+    response_on_stream: bool = False
     immediate_status: int | None = None
     response_status: int | None = None
     response_streaming: bool = False

@@ -298,8 +298,9 @@ def test_access_log_mode_exchange_ids_are_unique_and_bodyless_requests_get_one()
     [
         Outcome(decided=False),  # the stream broke before the decision went out
         Outcome(decided=True, response_status=200, response_complete=True),  # saw the response
+        Outcome(decided=True, response_on_stream=True),  # full duplex: client gone early
     ],
-    ids=["undecided", "response-seen"],
+    ids=["undecided", "response-seen", "response-was-due-on-the-stream"],
 )
 def test_access_log_mode_settles_at_once_when_the_stream_knows(outcome: Outcome):
     d = director(completion_source="access-log")

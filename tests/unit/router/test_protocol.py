@@ -282,3 +282,15 @@ def test_a_stream_that_ends_early_says_how_far_it_got():
     outcome = s.outcome
     assert outcome.decided and outcome.response_status == 200
     assert not outcome.response_complete and outcome.usage is None
+
+
+@pytest.mark.parametrize(
+    ("response_mode", "on_stream"),
+    [(DUPLEX, True), ("buffered", True), ("none", False), (None, False)],
+)
+def test_the_outcome_says_whether_the_response_was_due_on_the_stream(
+    response_mode: str | None, on_stream: bool
+):
+    s = stream()
+    s.receive(headers("buffered", response_mode=response_mode))
+    assert s.outcome.response_on_stream is on_stream
