@@ -172,6 +172,19 @@ _REQUEST_TRAILERS: Final = pb.ProcessingResponse(request_trailers=pb.TrailersRes
 _RESPONSE_TRAILERS: Final = pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
 
 
+def _answer(
+    kind: str,
+    phase: str,
+    message: pb.BodyResponse | pb.HeadersResponse,
+    metadata: Mapping[str, Mapping[str, str]] | None,
+) -> pb.ProcessingResponse:
+    """The ProcessingResponse answering the ``<phase>_<kind>`` message, with its metadata."""
+    response = pb.ProcessingResponse(**{f"{phase}_{kind}": message})
+    if metadata:
+        response.dynamic_metadata.CopyFrom(_struct(metadata))
+    return response
+
+
 def encode(action: Action) -> pb.ProcessingResponse:
     """The ProcessingResponse for an outbound action (not NeedDecision, which stays local)."""
     if isinstance(action, BodyChunk):
@@ -182,15 +195,9 @@ def encode(action: Action) -> pb.ProcessingResponse:
                 )
             )
         )
-        body = pb.BodyResponse(response=common)
-        response = (
-            pb.ProcessingResponse(request_body=body)
-            if action.phase == "request"
-            else pb.ProcessingResponse(response_body=body)
+        return _answer(
+            "body", action.phase, pb.BodyResponse(response=common), action.dynamic_metadata
         )
-        if action.dynamic_metadata:
-            response.dynamic_metadata.CopyFrom(_struct(action.dynamic_metadata))
-        return response
     if isinstance(action, HeadersResponse):
         if action.phase == "response" and not action.set_headers:
             return _EMPTY_RESPONSE_HEADERS
@@ -199,29 +206,16 @@ def encode(action: Action) -> pb.ProcessingResponse:
             clear_route_cache=action.clear_route_cache,
         )
         headers = pb.HeadersResponse(response=common)
-        response = (
-            pb.ProcessingResponse(request_headers=headers)
-            if action.phase == "request"
-            else pb.ProcessingResponse(response_headers=headers)
-        )
-        if action.dynamic_metadata:
-            response.dynamic_metadata.CopyFrom(_struct(action.dynamic_metadata))
-        return response
+        return _answer("headers", action.phase, headers, action.dynamic_metadata)
     if isinstance(action, BodyResponse):
         common = pb.CommonResponse(clear_route_cache=action.clear_route_cache)
         if action.set_headers:
             common.header_mutation.CopyFrom(_mutation(action.set_headers))
         if action.body is not None:
             common.body_mutation.body = action.body
-        body = pb.BodyResponse(response=common)
-        response = (
-            pb.ProcessingResponse(request_body=body)
-            if action.phase == "request"
-            else pb.ProcessingResponse(response_body=body)
+        return _answer(
+            "body", action.phase, pb.BodyResponse(response=common), action.dynamic_metadata
         )
-        if action.dynamic_metadata:
-            response.dynamic_metadata.CopyFrom(_struct(action.dynamic_metadata))
-        return response
     if isinstance(action, TrailersResponse):
         return _REQUEST_TRAILERS if action.phase == "request" else _RESPONSE_TRAILERS
     if isinstance(action, ImmediateResponse):
