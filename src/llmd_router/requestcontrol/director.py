@@ -69,7 +69,7 @@ class RequestRecord:
     received_at: float
     endpoint: Endpoint
     model: tuple[str, str]
-    exchange_id: str = ""  # set when the access log reports the end
+    exchange_id: str = ""  # set when the access log, not the stream, is to report the end
     settled: bool = False
 
 
@@ -262,13 +262,12 @@ class Director:
     def sweep(self) -> int:
         """Release requests whose access log entry is overdue (``max_pending_s``); how many."""
         cutoff = self._clock() - self._max_pending
-        overdue = []
+        overdue: list[RequestRecord] = []
         for record in self._pending.values():  # insertion order: oldest first
             if record.received_at > cutoff:
                 break
             overdue.append(record)
-        for record in overdue:
-            self.settle(record, Outcome())
+        self._release(overdue)
         if overdue:
             _log.warning(
                 "released %d requests whose end the proxy never reported within %gs",
@@ -279,7 +278,10 @@ class Director:
 
     def abandon_pending(self) -> int:
         """The proxy restarted: the requests it carried are gone; release them all."""
-        records = list(self._pending.values())
+        return self._release(list(self._pending.values()))
+
+    def _release(self, records: list[RequestRecord]) -> int:
+        """Settle requests whose end will never be reported, with nothing known of it."""
         for record in records:
             self.settle(record, Outcome())
         return len(records)
