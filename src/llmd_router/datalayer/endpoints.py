@@ -9,17 +9,36 @@ scheduling call reads is a consistent snapshot without copying it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["Endpoint", "EndpointStore", "host_port"]
+__all__ = ["Endpoint", "EndpointMetrics", "EndpointStore", "host_port"]
 
 
 def host_port(address: str, port: int) -> str:
     """``ip:port`` as Envoy expects it (IPv6 in brackets)."""
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointMetrics:
+    """What a model server last reported about itself. Replaced whole on every update, so a
+    reader never sees half of one report. ``updated_at`` is 0.0 until the first report."""
+
+    waiting_queue_size: int = 0
+    running_requests: int = 0
+    kv_cache_usage: float = 0.0  # a fraction, 0..1
+    active_models: frozenset[str] = frozenset()  # LoRA adapters loaded and running
+    waiting_models: frozenset[str] = frozenset()  # LoRA adapters requested, waiting to load
+    max_active_models: int = 0
+    cache_block_size: int = 0  # tokens per KV block; 0 unknown
+    cache_num_blocks: int = 0  # KV blocks on the device; 0 unknown
+    updated_at: float = 0.0  # time.monotonic() of the report
+
+
+NO_METRICS: Final = EndpointMetrics()
 
 
 @dataclass(eq=False, slots=True)
@@ -31,6 +50,7 @@ class Endpoint:
     labels: Mapping[str, str] = field(default_factory=dict)
     key: str = ""
     inflight: int = 0  # requests routed here and not finished, counted by this router
+    metrics: EndpointMetrics = NO_METRICS
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -56,6 +76,7 @@ class EndpointStore:
             old = self._by_key.get(endpoint.key)
             if old is not None:
                 endpoint.inflight = old.inflight
+                endpoint.metrics = old.metrics
             fresh[endpoint.key] = endpoint
         self._by_key = fresh
         self._list = tuple(fresh.values())

@@ -1,10 +1,74 @@
-"""Scheduling contracts. Never imports a plugin."""
+"""The plugin framework: contracts, per-request state, the registry and the scheduler.
 
+Never imports a plugin. User plugins import what they need from here.
+"""
+
+from llmd_router.scheduling.framework.cycle import (
+    INFLIGHT_LOAD,
+    PREFIX_MATCH,
+    CycleState,
+    DataKey,
+    InFlightLoad,
+    PrefixMatch,
+)
 from llmd_router.scheduling.framework.interfaces import (
+    Admitter,
+    Category,
+    Completion,
+    DataProducer,
+    Decider,
+    Filter,
+    Parser,
+    Picker,
+    PreRequest,
+    ProfileHandler,
     ProfileResult,
-    Scheduler,
+    ProfileTrace,
+    ResponseComplete,
+    SaturationDetector,
     SchedulingError,
     SchedulingResult,
+    Scorer,
+)
+from llmd_router.scheduling.framework.plugin import (
+    NoParams,
+    Params,
+    Plugin,
+    PluginType,
+    Registry,
+    Stability,
+    parse_params,
 )
 
-__all__ = ["ProfileResult", "Scheduler", "SchedulingError", "SchedulingResult"]
+__all__ = [
+    "INFLIGHT_LOAD",
+    "PREFIX_MATCH",
+    "Admitter",
+    "Category",
+    "Completion",
+    "CycleState",
+    "DataKey",
+    "DataProducer",
+    "Decider",
+    "Filter",
+    "InFlightLoad",
+    "NoParams",
+    "Params",
+    "Parser",
+    "Picker",
+    "Plugin",
+    "PluginType",
+    "PreRequest",
+    "PrefixMatch",
+    "ProfileHandler",
+    "ProfileResult",
+    "ProfileTrace",
+    "Registry",
+    "ResponseComplete",
+    "SaturationDetector",
+    "SchedulingError",
+    "SchedulingResult",
+    "Scorer",
+    "Stability",
+    "parse_params",
+]
