@@ -43,9 +43,10 @@ class InferenceRequest:
     objective: str | None = None
     priority: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-    # Set by hooks after scheduling: headers added to the request forwarded upstream, and
-    # headers the client gets on the response.
+    # Set by hooks after scheduling: headers added to (or removed from) the request forwarded
+    # upstream, and headers the client gets on the response.
     add_headers: dict[str, str] = field(default_factory=dict)
+    remove_headers: set[str] = field(default_factory=set)
     response_headers: dict[str, str] = field(default_factory=dict)
 
     @property
