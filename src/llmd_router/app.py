@@ -1,7 +1,10 @@
 """The composition root: options in, a running router out.
 
-``Router`` is the Endpoint Picker: endpoint store, scheduler, director, the ext-proc and health
-gRPC servers, and the metrics port. ``Standalone`` adds the Envoy it configures and supervises.
+``Router`` is the Endpoint Picker: endpoint store, the plugin pipeline built from the
+configuration, director, the ext-proc and health gRPC servers, and the metrics port (with the
+debug pages). A configuration file is watched: when it changes (or on ``reload()``, which the CLI
+calls on SIGHUP) the new configuration is built and checked completely, then swapped in one
+assignment; one that fails keeps the old one serving. ``Standalone`` adds the Envoy it configures and supervises.
 Nothing here is global: every object is built from the options and owned by its parent.
 
 Start order: metrics port, gRPC servers (not yet ready), then readiness once endpoints are known;
@@ -17,9 +20,12 @@ import contextlib
 import dataclasses
 import logging
 import random
+import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from llmd_router.config import ConfigError, LoadedConfig, load_config, load_config_file
+from llmd_router.config.watch import watch_file
 from llmd_router.datalayer import Endpoint, EndpointStore
 from llmd_router.extproc.server import ExtProcServer, TlsConfig
 from llmd_router.extproc.servicer import AccessLogServicer, ExtProcServicer
@@ -28,7 +34,9 @@ from llmd_router.observability.metrics import RouterMetrics
 from llmd_router.proxy.bootstrap import ProxyConfig, build_bootstrap
 from llmd_router.proxy.supervisor import EnvoyProcess
 from llmd_router.requestcontrol import CompletionSource, Director
-from llmd_router.scheduling.plugins.least_inflight import LeastInflightScheduler
+from llmd_router.requestcontrol.explain import DecisionLog
+from llmd_router.scheduling.framework.builder import Pipeline, build_pipeline
+from llmd_router.scheduling.plugins.registry import builtin_registry
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -56,6 +64,13 @@ class RouterOptions:
     # "access-log" for our buffered bootstrap (Envoy's access log reports each end).
     completion_source: CompletionSource = "stream"
     max_pending_s: float = 3600.0  # access-log: release a request whose end was never reported
+    # The EndpointPickerConfig: text, or a file (watched), or neither (the default profile).
+    config_text: str | None = None
+    config_file: Path | None = None
+    config_poll_s: float = 1.0
+    allow_experimental_plugins: bool = False
+    # Keep the last decisions for /debug/decisions and answer x-llmd-debug: 1 (0: off).
+    explain_decisions: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,16 +86,20 @@ class Router:
         self.options = options
         self.store = EndpointStore(options.endpoints)
         self.metrics = RouterMetrics(options.pool_name)
-        self.scheduler = LeastInflightScheduler(random.Random(options.seed))
+        self.registry = builtin_registry()
+        self.pipeline = self._build(self._load(), previous=None)  # ConfigError: refuse to start
+        decisions = DecisionLog(options.explain_decisions) if options.explain_decisions else None
         self.director = Director(
             self.store,
-            self.scheduler,
+            self.pipeline,
             self.metrics,
             rng=random.Random(options.seed),
             honour_subset_hint=options.honour_subset_hint,
             completion_source=options.completion_source,
             max_pending_s=options.max_pending_s,
+            decisions=decisions,
         )
+        self._watcher: asyncio.Task[None] | None = None
         self.servicer = ExtProcServicer(self.director, max_body_bytes=options.max_body_bytes)
         self._sweeper: asyncio.Task[None] | None = None
         tls = TlsConfig(options.cert_path) if options.secure_serving else None
@@ -93,9 +112,63 @@ class Router:
             health_on_main=options.health_on_main,
             access_log=AccessLogServicer(self.director),
         )
+        debug: dict[str, Any] = {
+            "/debug/endpoints": lambda: self.store.describe(time.monotonic()),
+            "/debug/plugins": self._describe_plugins,
+            "/debug/config": lambda: self.pipeline.resolved(),
+        }
+        if decisions is not None:
+            debug["/debug/decisions"] = decisions.render
         self.metrics_server = MetricsServer(
-            self.metrics.registry, host=options.host, port=options.metrics_port
+            self.metrics.registry, host=options.host, port=options.metrics_port, debug=debug
         )
+
+    # ------------------------------------------------------------------ configuration
+
+    def _load(self) -> LoadedConfig:
+        if self.options.config_file is not None:
+            return load_config_file(self.options.config_file)
+        return load_config(self.options.config_text)
+
+    def _build(self, loaded: LoadedConfig, previous: Pipeline | None) -> Pipeline:
+        pipeline = build_pipeline(
+            loaded,
+            self.registry,
+            timer=self.metrics.plugin_timer,
+            allow_experimental=self.options.allow_experimental_plugins,
+            previous=previous,
+        )
+        for note in pipeline.notes:
+            _log.info("configuration %s: %s", loaded.source, note)
+        return pipeline
+
+    def reload(self) -> bool:
+        """Load, build and swap in the configuration again. On any error the running one
+        stays, and the error is logged. Requests being scheduled finish with the
+        configuration they started with."""
+        try:
+            pipeline = self._build(self._load(), previous=self.pipeline)
+        except ConfigError as exc:
+            self.metrics.config_reloads.labels("error").inc()
+            _log.error("configuration not reloaded, the running one stays: %s", exc)  # noqa: TRY400
+            return False
+        self.pipeline = self.director.pipeline = pipeline
+        self.metrics.config_reloads.labels("success").inc()
+        _log.info("configuration reloaded from %s", pipeline.loaded.source)
+        return True
+
+    def _reload_on_change(self) -> None:
+        self.reload()
+
+    def _describe_plugins(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, built in self.pipeline.plugins.items():
+            entry: dict[str, Any] = {"type": built.type, "kinds": built.kinds()}
+            statistics = getattr(built.instance, "statistics", None)
+            if callable(statistics):
+                entry["state"] = statistics()
+            out[name] = entry
+        return out
 
     async def start(self) -> None:
         await self.metrics_server.start()
@@ -107,6 +180,14 @@ class Router:
         self.metrics.pool_size(len(self.store))
         if self.options.completion_source == "access-log":
             self._sweeper = asyncio.create_task(self._sweep())
+        if self.options.config_file is not None:
+            self._watcher = asyncio.create_task(
+                watch_file(
+                    self.options.config_file,
+                    self._reload_on_change,
+                    interval_s=self.options.config_poll_s,
+                )
+            )
         await self.grpc.set_ready(ready=len(self.store) > 0)
 
     async def _sweep(self) -> None:
@@ -117,11 +198,12 @@ class Router:
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.grpc.stop(grace)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        for task in (self._sweeper, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._sweeper = self._watcher = None
         await self.metrics_server.stop()
 
 

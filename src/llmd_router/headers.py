@@ -16,12 +16,17 @@ __all__ = [
     "DESTINATION",
     "DESTINATION_SERVED",
     "DESTINATION_SUBSET",
+    "DEBUG",
+    "DECISION",
     "EXCHANGE_ID",
     "FAIRNESS_ID",
     "LB_NAMESPACE",
     "MODEL_REWRITE",
     "OBJECTIVE",
     "REQUEST_ID",
+    "RESPONSE_HEADERS",
+    "RESPONSE_HEADERS_NAMESPACE",
+    "SESSION_TOKEN",
     "SLO_TTFT_MS",
     "SUBSET_NAMESPACE",
     "SYSTEM_OWNED",
@@ -42,6 +47,15 @@ DESTINATION_SERVED: Final = "x-gateway-destination-endpoint-served"
 # Ours: set by the router on a routed request so that Envoy's access log entry for it can be
 # matched to the request (when the access log, not the ext-proc stream, says a request ended).
 EXCHANGE_ID: Final = "x-llmd-exchange-id"
+
+# Response headers the router sets for the client. Where the response does not pass through the
+# router (our buffered bootstrap), the router puts them in dynamic metadata under this namespace
+# and Envoy's route copies each named one onto the response.
+RESPONSE_HEADERS_NAMESPACE: Final = "llmd.response_headers"
+SESSION_TOKEN: Final = "x-session-token"
+DECISION: Final = "x-llmd-decision"  # an explanation of the routing decision, on request
+RESPONSE_HEADERS: Final = (SESSION_TOKEN, DECISION)
+DEBUG: Final = "x-llmd-debug"  # "1" asks for the explanation (when the router allows it)
 
 # Control headers: (current name, legacy name).
 OBJECTIVE: Final = ("x-llm-d-inference-objective", "x-gateway-inference-objective")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
 
 from llmd_router.app import EnvoyOptions, RouterOptions, Standalone
 from llmd_router.datalayer import Endpoint
@@ -29,7 +30,8 @@ def curl_line(url: str) -> str:
     )
 
 
-async def run_demo(*, port: int, servers: int = 4) -> None:
+async def run_demo(*, port: int, servers: int = 4, **router_options: Any) -> None:
+    """``router_options``: RouterOptions fields (the scheduling configuration flags)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -48,6 +50,7 @@ async def run_demo(*, port: int, servers: int = 4) -> None:
                 health_port=0,
                 metrics_port=0,
                 secure_serving=False,
+                **router_options,
             ),
             EnvoyOptions(
                 proxy=ProxyConfig(listen_host="127.0.0.1", listen_port=port, admin_port=0)

@@ -1,9 +1,14 @@
-"""``llmd-router``: demo | standalone | epp | envoy-config.
+"""``llmd-router``: demo | standalone | epp | envoy-config | check-config.
 
 - ``demo``: four simulated vLLM servers, the router and Envoy on this machine, until Ctrl-C.
 - ``standalone``: the router and the Envoy in front of it, for endpoints you name.
 - ``epp``: the Endpoint Picker alone, for an Envoy (or Gateway) you run yourself.
 - ``envoy-config``: print the Envoy bootstrap ``standalone`` would use.
+- ``check-config``: validate an EndpointPickerConfig and print it as it would run.
+
+``demo``, ``standalone`` and ``epp`` take the same ``--config-file`` / ``--config-text``. A config
+file is watched: edit it (or send SIGHUP) and the new configuration is checked and swapped in
+without dropping a request; an invalid one is logged and the running one stays.
 
 Flags follow llm-d's EPP where they exist (``--grpc-port``, ``--secure-serving=false``, ...).
 """
@@ -24,6 +29,7 @@ import yaml
 
 from llmd_router.app import EnvoyOptions, Router, RouterOptions, Standalone
 from llmd_router.cli.demo import run_demo
+from llmd_router.config import ConfigError, load_config, load_config_file
 from llmd_router.datalayer import (
     Endpoint,
     EndpointsError,
@@ -32,6 +38,8 @@ from llmd_router.datalayer import (
 )
 from llmd_router.proxy.bootstrap import ProxyConfig, build_bootstrap
 from llmd_router.proxy.supervisor import EnvoyError
+from llmd_router.scheduling.framework.builder import build_pipeline
+from llmd_router.scheduling.plugins.registry import builtin_registry
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -107,6 +115,49 @@ def _add_epp_flags(
     )
 
 
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("scheduling configuration")
+    source = group.add_mutually_exclusive_group()
+    source.add_argument(
+        "--config-file",
+        type=Path,
+        metavar="FILE",
+        help="EndpointPickerConfig (YAML or JSON), watched for changes; "
+        "default: llm-d's default profile",
+    )
+    source.add_argument("--config-text", metavar="YAML", help="EndpointPickerConfig inline")
+    _add_experimental_flag(group)
+    group.add_argument(
+        "--explain-decisions",
+        type=_flag_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="keep recent decisions for GET /debug/decisions on the metrics port, and answer "
+        "requests carrying x-llmd-debug: 1 with an x-llmd-decision response header",
+    )
+    group.add_argument(
+        "--decision-log-size",
+        type=int,
+        default=100,
+        metavar="N",
+        help="decisions kept for /debug/decisions (default 100)",
+    )
+
+
+def _add_experimental_flag(group: argparse._ActionsContainer) -> None:
+    group.add_argument(
+        "--allow-experimental-plugins",
+        type=_flag_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="allow plugins of Alpha stability (e.g. session-affinity-scorer)",
+    )
+
+
 def _add_proxy_flags(parser: argparse.ArgumentParser, *, port_default: int) -> None:
     group = parser.add_argument_group("proxy (Envoy)")
     group.add_argument(
@@ -155,11 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=8081, help="listener port (default 8081; 0: any free port)"
     )
     demo.add_argument("--servers", type=int, default=4, help="simulated servers")
+    _add_config_flags(demo)
     standalone = sub.add_parser("standalone", help="the router and its Envoy")
     _add_epp_flags(standalone, secure_default=False)
+    _add_config_flags(standalone)
     _add_proxy_flags(standalone, port_default=8081)
     epp = sub.add_parser("epp", help="the Endpoint Picker alone")
     _add_epp_flags(epp, secure_default=True)
+    _add_config_flags(epp)
     epp.add_argument(
         "--completion-source",
         choices=("stream", "access-log"),
@@ -187,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--endpoints", metavar="HOST:PORT[,...]", help="the pool, for --failure-mode open"
     )
     source.add_argument("--endpoints-file", type=Path, metavar="FILE")
+    check = sub.add_parser(
+        "check-config", help="validate an EndpointPickerConfig and print it as it would run"
+    )
+    check.add_argument("file", type=Path, nargs="?", help="the configuration (default: none)")
+    _add_experimental_flag(check)
     return parser
 
 
@@ -218,8 +277,18 @@ def _router_options(
         pool_name=args.pool_name,
         honour_subset_hint=not args.disable_endpoint_subset_filter,
         completion_source=getattr(args, "completion_source", "stream"),
+        **_config_options(args),
     )
     return dataclasses.replace(options, **overrides)
+
+
+def _config_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "config_file": args.config_file,
+        "config_text": args.config_text,
+        "allow_experimental_plugins": args.allow_experimental_plugins,
+        "explain_decisions": args.decision_log_size if args.explain_decisions else 0,
+    }
 
 
 def _proxy_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
@@ -241,9 +310,14 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+def _reload_on_hangup(router: Router) -> None:
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, router.reload)
+
+
 async def _run_epp(args: argparse.Namespace) -> None:
     stop = _stop_event()
     router = Router(_router_options(args, _endpoints(args, required=True)))
+    _reload_on_hangup(router)
     await router.start()
     _log.info(
         "endpoint picker serving ext-proc on :%d (health :%d, metrics :%d), %d endpoints",
@@ -269,6 +343,7 @@ async def _run_standalone(args: argparse.Namespace) -> None:
             proxy=_proxy_config(args),
         ),
     )
+    _reload_on_hangup(app.router)
     await app.start()
     print(f"llmd-router listening on {app.url} ({len(app.router.store)} endpoints)", flush=True)
     try:
@@ -283,20 +358,37 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        if args.command == "envoy-config":
+        if args.command == "check-config":
+            _check_config(args)
+        elif args.command == "envoy-config":
             _print_envoy_config(args)
         elif args.command == "epp":
             uvloop.run(_run_epp(args))
         elif args.command == "standalone":
             uvloop.run(_run_standalone(args))
         else:
-            uvloop.run(run_demo(port=args.port, servers=args.servers))
+            uvloop.run(run_demo(port=args.port, servers=args.servers, **_config_options(args)))
+    except ConfigError as exc:
+        print(f"llmd-router: invalid configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     except EndpointsError as exc:
         print(f"llmd-router: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except (EnvoyError, OSError) as exc:
         print(f"llmd-router: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _check_config(args: argparse.Namespace) -> None:
+    """Print the configuration as it would run; a ConfigError exits non-zero."""
+    loaded = load_config_file(args.file) if args.file is not None else load_config(None)
+    pipeline = build_pipeline(
+        loaded, builtin_registry(), allow_experimental=args.allow_experimental_plugins
+    )
+    print(f"# {loaded.source}: valid")
+    for note in pipeline.notes:
+        print(f"# {note}")
+    print(yaml.safe_dump(pipeline.resolved(), sort_keys=False), end="")
 
 
 def _print_envoy_config(args: argparse.Namespace) -> None:

@@ -9,7 +9,7 @@ scheduling call reads is a consistent snapshot without copying it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -89,6 +89,35 @@ class EndpointStore:
 
     def __len__(self) -> int:
         return len(self._list)
+
+    def describe(self, now: float) -> list[dict[str, Any]]:
+        """Each endpoint with its latest signals and their age (seconds; None: never)."""
+        out = []
+        for e in self._list:
+            m = e.metrics
+            out.append(
+                {
+                    "name": e.name,
+                    "namespace": e.namespace,
+                    "endpoint": e.key,
+                    "labels": dict(e.labels),
+                    "inflight": e.inflight,
+                    "metrics": {
+                        "waitingQueueSize": m.waiting_queue_size,
+                        "runningRequests": m.running_requests,
+                        "kvCacheUsage": m.kv_cache_usage,
+                        "activeModels": sorted(m.active_models),
+                        "waitingModels": sorted(m.waiting_models),
+                        "maxActiveModels": m.max_active_models,
+                        "cacheBlockSize": m.cache_block_size,
+                        "cacheNumBlocks": m.cache_num_blocks,
+                    },
+                    "metricsAgeSeconds": (
+                        round(now - m.updated_at, 3) if m.updated_at > 0 else None
+                    ),
+                }
+            )
+        return out
 
     def candidates(self, subset: Sequence[str] | None) -> Sequence[Endpoint]:
         """The endpoints a request may go to. ``subset`` (the proxy's subset hint) restricts

@@ -148,14 +148,21 @@ def decode(message: pb.ProcessingRequest) -> Event | None:
     return None
 
 
-def _mutation(headers: Iterable[tuple[str, str]]) -> pb.HeaderMutation:
+_OVERWRITE: Final = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def _mutation(
+    headers: Iterable[tuple[str, str]], remove: Iterable[str] = ()
+) -> pb.HeaderMutation:
     return pb.HeaderMutation(
         set_headers=[
             base_pb2.HeaderValueOption(
-                header=base_pb2.HeaderValue(key=k, raw_value=v.encode("latin-1"))
+                header=base_pb2.HeaderValue(key=k, raw_value=v.encode("latin-1")),
+                append_action=_OVERWRITE,
             )
             for k, v in headers
-        ]
+        ],
+        remove_headers=list(remove),
     )
 
 
@@ -202,15 +209,15 @@ def encode(action: Action) -> pb.ProcessingResponse:
         if action.phase == "response" and not action.set_headers:
             return _EMPTY_RESPONSE_HEADERS
         common = pb.CommonResponse(
-            header_mutation=_mutation(action.set_headers),
+            header_mutation=_mutation(action.set_headers, action.remove_headers),
             clear_route_cache=action.clear_route_cache,
         )
         headers = pb.HeadersResponse(response=common)
         return _answer("headers", action.phase, headers, action.dynamic_metadata)
     if isinstance(action, BodyResponse):
         common = pb.CommonResponse(clear_route_cache=action.clear_route_cache)
-        if action.set_headers:
-            common.header_mutation.CopyFrom(_mutation(action.set_headers))
+        if action.set_headers or action.remove_headers:
+            common.header_mutation.CopyFrom(_mutation(action.set_headers, action.remove_headers))
         if action.body is not None:
             common.body_mutation.body = action.body
         return _answer(

@@ -99,6 +99,7 @@ class HeadersResponse:
     set_headers: tuple[tuple[str, str], ...] = ()
     clear_route_cache: bool = False
     dynamic_metadata: Mapping[str, Mapping[str, str]] | None = None
+    remove_headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,7 @@ class BodyResponse:
     clear_route_cache: bool = False
     dynamic_metadata: Mapping[str, Mapping[str, str]] | None = None
     body: bytes | None = None
+    remove_headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

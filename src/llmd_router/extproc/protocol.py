@@ -67,7 +67,7 @@ from llmd_router.extproc.events import (
     ResponseTrailers,
     TrailersResponse,
 )
-from llmd_router.headers import DESTINATION, LB_NAMESPACE
+from llmd_router.headers import DESTINATION, LB_NAMESPACE, RESPONSE_HEADERS_NAMESPACE
 from llmd_router.parsing.usage import SseUsageScanner, usage_from_json
 from llmd_router.requestcontrol.exchange import Decision, Outcome
 
@@ -113,6 +113,7 @@ class ExtProcStream:
         "_body",
         "_body_size",
         "_buffered",
+        "_client_headers",
         "_duplex_response",
         "_has_body",
         "_headers",
@@ -139,6 +140,7 @@ class ExtProcStream:
         self._duplex_response = True  # response body chunks are answered as streamed chunks
         self._request_trailers = False
         self._response_model: tuple[bytes, bytes] | None = None
+        self._client_headers: tuple[tuple[str, str], ...] = ()  # set on the response
         self._sse: SseUsageScanner | None = None
         self._json: list[bytes] | None = None
 
@@ -236,10 +238,16 @@ class ExtProcStream:
         if decision.dynamic_metadata:
             metadata.update(decision.dynamic_metadata)
         set_headers = ((DESTINATION, decision.destination), *decision.set_headers)
-        dynamic = {LB_NAMESPACE: metadata}
+        dynamic: dict[str, Mapping[str, str]] = {LB_NAMESPACE: metadata}
+        if decision.response_headers:
+            # Envoy copies these onto the response when the response skips the router; when
+            # it passes through, the response-headers answer sets them.
+            dynamic[RESPONSE_HEADERS_NAMESPACE] = dict(decision.response_headers)
+            self._client_headers = decision.response_headers
+        remove = decision.remove_headers
         actions: list[Action]
         if not self._has_body:
-            actions = [HeadersResponse("request", set_headers, True, dynamic)]
+            actions = [HeadersResponse("request", set_headers, True, dynamic, remove)]
         elif self._buffered:
             actions = [
                 BodyResponse(
@@ -248,11 +256,12 @@ class ExtProcStream:
                     True,
                     dynamic,
                     decision.body if decision.body_mutated else None,
+                    remove,
                 )
             ]
         else:
             actions = [
-                HeadersResponse("request", set_headers, True, dynamic),
+                HeadersResponse("request", set_headers, True, dynamic, remove),
                 *_chunks("request", decision.body),
             ]
         if self._request_trailers:
@@ -293,7 +302,7 @@ class ExtProcStream:
         self.state = StreamState.RESPONSE_BODY
         if event.end_of_stream:
             self._response_complete()
-        return [HeadersResponse("response")]
+        return [HeadersResponse("response", self._client_headers)]
 
     def _response_body(self, event: ResponseBody) -> list[Action]:
         body = event.body

@@ -1,13 +1,17 @@
-"""The metrics port (``:9090``): ``GET /metrics`` in the Prometheus text format."""
+"""The metrics port (``:9090``): ``GET /metrics`` in the Prometheus text format, and the debug
+pages the application hands in (``/debug/...``), each a function returning JSON-able data."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from prometheus_client import CollectorRegistry
 
 __all__ = ["MetricsServer"]
@@ -15,11 +19,17 @@ __all__ = ["MetricsServer"]
 
 class MetricsServer:
     def __init__(
-        self, registry: CollectorRegistry, *, host: str = "0.0.0.0", port: int = 9090
+        self,
+        registry: CollectorRegistry,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 9090,
+        debug: Mapping[str, Callable[[], Any]] | None = None,
     ) -> None:
         self._registry = registry
         self._host = host
         self._port = port
+        self._debug = dict(debug or {})
         self._runner: web.AppRunner | None = None
         self.port = port
 
@@ -27,9 +37,19 @@ class MetricsServer:
         body = generate_latest(self._registry)
         return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
 
+    def _page(self, render: Callable[[], Any]) -> Callable[[web.Request], Any]:
+        async def handle(request: web.Request) -> web.Response:
+            return web.Response(
+                body=msgspec.json.encode(render()), content_type="application/json"
+            )
+
+        return handle
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
+        for path, render in self._debug.items():
+            app.router.add_get(path, self._page(render))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port, reuse_address=True)

@@ -9,9 +9,12 @@ by the application (no module-level state), so tests can build as many as they n
 
 from __future__ import annotations
 
-from typing import Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["RouterMetrics"]
 
@@ -237,6 +240,25 @@ class RouterMetrics:
             "Scheduling attempts.",
             ("status", "target_model_name", "pod_name", "namespace", "port"),
         )
+        self.plugin_duration = _Pair(
+            histogram(
+                "llm_d_epp_plugin_duration_seconds",
+                "Time spent in one plugin call.",
+                ("extension_point", "plugin_type", "plugin_name"),
+                _SCHEDULING,
+            ),
+            histogram(
+                "inference_extension_plugin_duration_seconds",
+                "Time spent in one plugin call.",
+                ("extension_point", "plugin_type", "plugin_name"),
+                _SCHEDULING,
+            ),
+        )
+        self.config_reloads = counter(
+            "llmd_router_config_reloads",
+            "Configuration reloads, by result (success or error).",
+            ("result",),
+        )
         self.ready = _Pair(
             gauge("llm_d_epp_ready_endpoints", "Endpoints in the pool.", ("name",)),
             gauge("inference_pool_ready_pods", "Endpoints in the pool.", ("name",)),
@@ -338,6 +360,19 @@ class RouterMetrics:
             if value is not None:
                 for child in children:
                     child.observe(value)
+
+    def plugin_timer(
+        self, extension_point: str, plugin_type: str, plugin_name: str
+    ) -> Callable[[float], None]:
+        """An observer for one plugin at one extension point, under both metric names."""
+        new = self.plugin_duration.new.labels(extension_point, plugin_type, plugin_name)
+        old = self.plugin_duration.old.labels(extension_point, plugin_type, plugin_name)
+
+        def observe(seconds: float) -> None:
+            new.observe(seconds)
+            old.observe(seconds)
+
+        return observe
 
     def pool_size(self, endpoints: int) -> None:
         self.ready.new.labels(self.pool_name).set(endpoints)

@@ -40,7 +40,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from llmd_router.headers import DESTINATION, EXCHANGE_ID
+from llmd_router.headers import (
+    DESTINATION,
+    EXCHANGE_ID,
+    RESPONSE_HEADERS,
+    RESPONSE_HEADERS_NAMESPACE,
+)
 
 __all__ = ["Mode", "ProxyConfig", "build_bootstrap"]
 
@@ -191,8 +196,25 @@ def _routes(config: ProxyConfig) -> list[dict[str, Any]]:
         {
             "match": {"prefix": "/", "headers": [{"name": DESTINATION, "present_match": True}]},
             "route": routed,
+            "response_headers_to_add": _client_headers(),
         },
         fallback,
+    ]
+
+
+def _client_headers() -> list[dict[str, Any]]:
+    """Response headers the router chose for the client (a session token, an explanation),
+    copied from the dynamic metadata it set; absent when it set none."""
+    return [
+        {
+            "header": {
+                "key": name,
+                "value": f"%DYNAMIC_METADATA({RESPONSE_HEADERS_NAMESPACE}:{name})%",
+            },
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            "keep_empty_value": False,
+        }
+        for name in RESPONSE_HEADERS
     ]
 
 

@@ -18,9 +18,16 @@ Who says that a request ended depends on how the proxy is set up (``completion_s
   settles at once. A record whose entry never comes (Envoy died, or dropped log entries) is
   released by ``sweep`` after ``max_pending_s``, so the in-flight count heals.
 
-Order, as llm-d's director: request id → parse (model, rewrite) → candidates (pool ∩ the proxy's
-subset hint; none → 503) → schedule (nothing left → 429) → account. Requests without a body
-(``GET /v1/models``) skip parsing and scheduling and go to a random endpoint of the pool.
+Order, as llm-d's director: request id → parser by path → parse (model, rewrite) → candidates
+(pool ∩ the proxy's subset hint; none → 503) → admission (a sheddable request, priority < 0, is
+refused with 429 when the saturation detector says the candidates are full) → data producers →
+admitters (a refusal → 500, as llm-d) → scheduler (nothing left → 429) → pre-request hooks →
+account. Requests without a body (``GET /v1/models``) skip all that and go to a random endpoint
+of the pool. When a routed request settles, the response hooks of the configuration that routed
+it run, even if the configuration has been reloaded since.
+
+The configuration (``pipeline``) is read once per request, so a reload that swaps it never
+mixes two configurations in one decision.
 """
 
 from __future__ import annotations
@@ -32,26 +39,32 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING, Literal
 
-from llmd_router.errors import ResourceExhausted, RouterError, ServiceUnavailable
+from llmd_router.errors import Internal, ResourceExhausted, RouterError, ServiceUnavailable
 from llmd_router.headers import (
     CONTENT_LENGTH,
+    DEBUG,
+    DECISION,
     DESTINATION_SUBSET,
     EXCHANGE_ID,
     REQUEST_ID,
     SUBSET_NAMESPACE,
 )
-from llmd_router.parsing import InferenceRequest, parse_request, request_path
+from llmd_router.parsing import request_path
 from llmd_router.requestcontrol.exchange import Decision, Ended, Outcome
-from llmd_router.scheduling.framework import SchedulingError
+from llmd_router.requestcontrol.explain import DecisionLog, DecisionRecord, explanation_header
+from llmd_router.scheduling.framework import Completion, CycleState, SchedulingError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
     from llmd_router.datalayer.endpoints import Endpoint, EndpointStore
     from llmd_router.observability.metrics import RouterMetrics
-    from llmd_router.scheduling.framework import Scheduler
+    from llmd_router.parsing import InferenceRequest
+    from llmd_router.scheduling.framework import SchedulingResult
+    from llmd_router.scheduling.framework.builder import Pipeline
     from llmd_router.types import Metadata
 
 __all__ = ["CompletionSource", "Director", "RequestRecord", "subset_hint"]
@@ -71,6 +84,11 @@ class RequestRecord:
     model: tuple[str, str]
     exchange_id: str = ""  # set when the access log, not the stream, is to report the end
     settled: bool = False
+    # For the response hooks: the request (its body dropped), its result, and the
+    # configuration that routed it. None for requests routed without scheduling.
+    request: InferenceRequest | None = None
+    result: SchedulingResult | None = None
+    pipeline: Pipeline | None = None
 
 
 def subset_hint(metadata: Metadata) -> list[str] | None:
@@ -92,7 +110,7 @@ class Director:
     def __init__(
         self,
         store: EndpointStore,
-        scheduler: Scheduler,
+        pipeline: Pipeline,
         metrics: RouterMetrics,
         *,
         rng: random.Random | None = None,
@@ -100,10 +118,13 @@ class Director:
         honour_subset_hint: bool = True,
         completion_source: CompletionSource = "stream",
         max_pending_s: float = 3600.0,
+        decisions: DecisionLog | None = None,
     ) -> None:
         self.store = store
-        self.scheduler = scheduler
+        self.pipeline = pipeline
         self.metrics = metrics
+        # Explanations are on when there is a log to keep them in.
+        self.decisions = decisions
         self._rng = rng or random.Random()
         self._clock = clock
         self._honour_subset = honour_subset_hint
@@ -132,12 +153,18 @@ class Director:
         path = request_path(headers)
         if not has_body:
             return self._route_anywhere(request_id, received_at, extra)
+        pipeline = self.pipeline
         request: InferenceRequest | None = None
         model = ("", "")
+        cycle = CycleState()
+        candidates = 0
         try:
-            request = parse_request(path, headers, body, request_id)
+            parser = pipeline.parsers.resolve(path)
+            request = parser.parse(path, headers, body, request_id)
             model = self.metrics.models(request.model, request.target_model)
-            endpoint, destination, scheduled = self._schedule(request, metadata, model)
+            started = self._clock()
+            result, candidates = self._schedule(pipeline, cycle, request, metadata)
+            scheduled = self._clock() - started
         except RouterError as exc:
             self.metrics.failed(
                 model,
@@ -145,7 +172,9 @@ class Director:
                 request.fairness_id if request else "default-flow",
                 request.priority if request else 0,
             )
+            self._log_decision(request_id, request, candidates, None, cycle, exc.message)
             raise
+        endpoint = result.targets[0]
         endpoint.inflight += 1
         self.metrics.routed(
             model,
@@ -159,15 +188,52 @@ class Director:
         )
         if request.body:
             extra.append((CONTENT_LENGTH, str(len(request.body))))
+        extra.extend(request.add_headers.items())
+        response_headers = request.response_headers
+        if self.decisions is not None:
+            self._log_decision(request_id, request, candidates, result, cycle, None)
+            if headers.get(DEBUG) == "1":
+                response_headers[DECISION] = explanation_header(result, cycle.empty_profiles)
         record = self._record(request_id, received_at, endpoint, model, extra)
         decision = Decision(
-            destination=destination,
+            destination=",".join(t.key for t in result.targets),
             body=request.body,
             body_mutated=request.body_mutated,
             set_headers=tuple(extra),
+            remove_headers=tuple(sorted(request.remove_headers)),
+            response_headers=tuple(response_headers.items()),
             response_model=_response_model(request),
         )
+        if pipeline.response_complete:
+            record.request, record.result, record.pipeline = request, result, pipeline
+            # The hooks get the request without its payload: the body (possibly megabytes)
+            # is not held for the length of the response.
+            request.body, request.messages, request.prompt = b"", None, None
         return decision, record
+
+    def _log_decision(
+        self,
+        request_id: str,
+        request: InferenceRequest | None,
+        candidates: int,
+        result: SchedulingResult | None,
+        cycle: CycleState,
+        error: str | None,
+    ) -> None:
+        if self.decisions is None:
+            return
+        self.decisions.add(
+            DecisionRecord(
+                at=time.time(),
+                request_id=request_id,
+                model=request.model if request else None,
+                target_model=request.target_model if request else None,
+                candidates=candidates,
+                result=result,
+                empty_profiles=dict(cycle.empty_profiles),
+                error=error,
+            )
+        )
 
     def _record(
         self,
@@ -185,8 +251,13 @@ class Director:
         return record
 
     def _schedule(
-        self, request: InferenceRequest, metadata: Metadata, model: tuple[str, str]
-    ) -> tuple[Endpoint, str, float]:
+        self,
+        pipeline: Pipeline,
+        cycle: CycleState,
+        request: InferenceRequest,
+        metadata: Metadata,
+    ) -> tuple[SchedulingResult, int]:
+        """Candidates → admission → producers → admitters → scheduler → pre-request hooks."""
         subset = subset_hint(metadata) if self._honour_subset else None
         candidates = self.store.candidates(subset)
         if not candidates:
@@ -194,16 +265,38 @@ class Director:
                 "failed to find endpoint candidates for serving the request",
                 dropped_reason="rejected-no-endpoints",
             )
-        started = self._clock()
+        if request.priority < 0 and pipeline.saturation.saturation(candidates) >= 1.0:
+            raise ResourceExhausted(
+                "system saturated, sheddable request dropped", dropped_reason="rejected-saturated"
+            )
+        for producer, observe in pipeline.producers:
+            started = perf_counter()
+            try:
+                producer.produce(cycle, request, candidates)
+            except Exception:  # as llm-d: a producer's failure is logged, the request goes on
+                _log.exception("data producer %r failed; scheduling without it", producer.name)
+            observe(perf_counter() - started)
+        for admitter, observe in pipeline.admitters:
+            started = perf_counter()
+            refusal = admitter.admit(cycle, request, candidates)
+            observe(perf_counter() - started)
+            if refusal is not None:
+                raise Internal(f"request cannot be admitted: {refusal}")
         try:
-            result = self.scheduler.schedule(request, candidates)
+            result = pipeline.scheduler.schedule(cycle, request, candidates)
         except SchedulingError as exc:
-            self.metrics.scheduling_failed(model[1])
+            self.metrics.scheduling_failed(request.target_model or "")
             raise ResourceExhausted(
                 f"failed to find target endpoint: {exc}", dropped_reason="rejected-saturated"
             ) from None
-        targets = result.targets
-        return targets[0], ",".join(t.key for t in targets), self._clock() - started
+        for hook, observe in pipeline.pre_request:
+            started = perf_counter()
+            try:
+                hook.pre_request(cycle, request, result)
+            except Exception:
+                _log.exception("pre-request hook %r failed", hook.name)
+            observe(perf_counter() - started)
+        return result, len(candidates)
 
     def _route_anywhere(
         self, request_id: str, received_at: float, extra: list[tuple[str, str]]
@@ -306,6 +399,21 @@ class Director:
         status = outcome.response_status
         if status is not None and not 200 <= status < 300:
             self.metrics.failed(record.model, "ModelServerError", "default-flow", 0)
+        if record.pipeline is not None and record.request is not None and record.result:
+            completion = Completion(
+                status=status,
+                usage=usage,
+                response_bytes=outcome.response_bytes,
+                duration_s=self._clock() - record.received_at,
+            )
+            for hook, observe in record.pipeline.response_complete:
+                started = perf_counter()
+                try:
+                    hook.response_complete(record.request, record.result, completion)
+                except Exception:
+                    _log.exception("response hook %r failed", hook.name)
+                observe(perf_counter() - started)
+            record.request = record.result = record.pipeline = None
 
 
 def _response_model(request: InferenceRequest) -> tuple[str, str] | None:

@@ -21,6 +21,8 @@ class Decision:
     body: bytes
     body_mutated: bool = False
     set_headers: tuple[tuple[str, str], ...] = ()
+    remove_headers: tuple[str, ...] = ()
+    response_headers: tuple[tuple[str, str], ...] = ()  # for the client, on the response
     dynamic_metadata: Mapping[str, str] | None = None  # extra keys under envoy.lb
     response_model: tuple[str, str] | None = None  # (name upstream uses, name client sent)
 

@@ -35,10 +35,12 @@ class DataKey(Generic[T]):
 
 
 class CycleState:
-    __slots__ = ("_values",)
+    __slots__ = ("_values", "empty_profiles")
 
     def __init__(self) -> None:
         self._values: dict[DataKey[object], object] = {}
+        # Profiles that found no endpoint, with the filter that removed the last one.
+        self.empty_profiles: dict[str, str | None] = {}
 
     def put(self, key: DataKey[T], value: T) -> None:
         self._values[cast("DataKey[object]", key)] = value

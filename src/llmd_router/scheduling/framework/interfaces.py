@@ -33,6 +33,7 @@ __all__ = [
     "Parser",
     "Picker",
     "PreRequest",
+    "Profile",
     "ProfileHandler",
     "ProfileResult",
     "ProfileTrace",
@@ -140,7 +141,8 @@ class Picker(Protocol):
 class Profile(Protocol):
     """What a profile handler sees of a profile."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
 
 @runtime_checkable

@@ -28,6 +28,8 @@ from llmd_router.config import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
+    from llmd_router.scheduling.framework.cycle import DataKey
+
 __all__ = [
     "NoParams",
     "Params",
@@ -134,6 +136,7 @@ class Registry:
     def __init__(self) -> None:
         self._types: dict[str, PluginType] = {}
         self._unavailable: dict[str, str] = {}
+        self._default_producers: dict[str, str] = {}
 
     def register(
         self,
@@ -157,6 +160,13 @@ class Registry:
     def unavailable(self, type_name: str, reason: str) -> None:
         """A type llm-d has and this version does not: naming it is an error that says why."""
         self._unavailable[type_name] = reason
+
+    def default_producer(self, key: DataKey[Any], type_name: str) -> None:
+        """Build ``type_name`` when a configuration consumes ``key`` and nothing produces it."""
+        self._default_producers[key.name] = type_name
+
+    def producer_for(self, key: DataKey[Any]) -> str | None:
+        return self._default_producers.get(key.name)
 
     def types(self) -> list[PluginType]:
         return [self._types[k] for k in sorted(self._types)]

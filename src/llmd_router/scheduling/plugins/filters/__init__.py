@@ -1,0 +1,1 @@
+"""Filters: keep the candidate endpoints that may serve a request."""

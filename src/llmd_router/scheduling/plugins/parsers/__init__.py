@@ -1,0 +1,1 @@
+"""Parsers: request bodies into InferenceRequests, chosen by request path."""

@@ -1,0 +1,60 @@
+"""``max-score-picker``: the highest-scored endpoints, ties broken at random.
+
+llm-d shuffles the candidates, then stable-sorts them by score (highest first) and keeps the top
+``maxNumOfEndpoints``: among equal scores every order is equally likely. Picking one endpoint
+(the usual case) needs no sort: the tied best are collected in one pass and one is drawn, which
+has the same distribution at O(n).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from llmd_router.scheduling.framework import Params, Plugin, Stability
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from llmd_router.datalayer.endpoints import Endpoint
+    from llmd_router.parsing.request import InferenceRequest
+    from llmd_router.scheduling.framework import CycleState
+
+__all__ = ["MaxScorePicker", "MaxScorePickerParams"]
+
+
+class MaxScorePickerParams(Params, frozen=True):
+    max_num_of_endpoints: int = 1  # <= 0 means 1, as in llm-d
+
+
+class MaxScorePicker(Plugin[MaxScorePickerParams]):
+    """The ``maxNumOfEndpoints`` highest-scored endpoints, best first; equal scores in random
+    order."""
+
+    TYPE: ClassVar[str] = "max-score-picker"
+    Params: ClassVar[type[Any]] = MaxScorePickerParams
+    STABILITY: ClassVar[Stability] = Stability.BETA
+
+    def __init__(self, name: str, params: MaxScorePickerParams) -> None:
+        super().__init__(name, params)
+        self.limit = max(1, params.max_num_of_endpoints)
+        self.rng = random.Random()
+
+    def pick(
+        self,
+        cycle: CycleState,
+        request: InferenceRequest,
+        endpoints: Sequence[Endpoint],
+        scores: Sequence[float],
+    ) -> tuple[Endpoint, ...]:
+        if not endpoints:
+            return ()
+        if self.limit == 1:
+            best = max(scores)
+            tied = [i for i, s in enumerate(scores) if s == best]
+            if tied:  # empty only if the best "score" is NaN: fall through to the sort
+                return (endpoints[tied[0] if len(tied) == 1 else self.rng.choice(tied)],)
+        order = list(range(len(endpoints)))
+        self.rng.shuffle(order)
+        order.sort(key=scores.__getitem__, reverse=True)  # stable, also when reversed
+        return tuple(endpoints[i] for i in order[: self.limit])

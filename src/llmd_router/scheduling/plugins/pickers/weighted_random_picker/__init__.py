@@ -1,0 +1,73 @@
+"""``weighted-random-picker``: endpoints drawn at random with probability proportional to score.
+
+llm-d uses weighted sampling without replacement (Efraimidis-Spirakis A-Res): each endpoint with
+a positive score ``w`` gets the key ``U ** (1 / w)`` (``U`` uniform in (0, 1), a 0 replaced by
+1e-10), endpoints with score <= 0 get key 0, and the largest keys win. With no positive score at
+all it behaves as ``random-picker``.
+
+For one endpoint, A-Res's winner is endpoint ``i`` with probability ``w_i / sum(w)`` exactly, so
+that case is a single cumulative-weight draw instead of a power and a sort per endpoint. When
+more endpoints are asked for than have a positive score, the zero-scored ones fill the remaining
+places in random order (llm-d leaves their order to an unstable sort).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from llmd_router.scheduling.framework import Params, Plugin, Stability
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from llmd_router.datalayer.endpoints import Endpoint
+    from llmd_router.parsing.request import InferenceRequest
+    from llmd_router.scheduling.framework import CycleState
+
+__all__ = ["WeightedRandomPicker", "WeightedRandomPickerParams"]
+
+
+class WeightedRandomPickerParams(Params, frozen=True):
+    max_num_of_endpoints: int = 1  # <= 0 means 1, as in llm-d
+
+
+class WeightedRandomPicker(Plugin[WeightedRandomPickerParams]):
+    """``maxNumOfEndpoints`` distinct endpoints, each drawn with probability proportional to its
+    score among those not yet drawn; uniform when no score is positive."""
+
+    TYPE: ClassVar[str] = "weighted-random-picker"
+    Params: ClassVar[type[Any]] = WeightedRandomPickerParams
+    STABILITY: ClassVar[Stability] = Stability.BETA
+
+    def __init__(self, name: str, params: WeightedRandomPickerParams) -> None:
+        super().__init__(name, params)
+        self.limit = max(1, params.max_num_of_endpoints)
+        self.rng = random.Random()
+
+    def pick(
+        self,
+        cycle: CycleState,
+        request: InferenceRequest,
+        endpoints: Sequence[Endpoint],
+        scores: Sequence[float],
+    ) -> tuple[Endpoint, ...]:
+        if not endpoints:
+            return ()
+        rng = self.rng
+        positive = [i for i, s in enumerate(scores) if s > 0.0]
+        if not positive:  # llm-d delegates to random-picker
+            if self.limit == 1:
+                return (rng.choice(endpoints),)
+            return tuple(rng.sample(endpoints, min(self.limit, len(endpoints))))
+        if self.limit == 1:
+            weights = [scores[i] for i in positive]
+            return (endpoints[rng.choices(positive, weights=weights)[0]],)
+        keyed = [((rng.random() or 1e-10) ** (1.0 / scores[i]), i) for i in positive]
+        keyed.sort(reverse=True)
+        chosen = [i for _, i in keyed[: self.limit]]
+        missing = self.limit - len(chosen)
+        if missing > 0:
+            rest = [i for i, s in enumerate(scores) if not s > 0.0]
+            chosen += rng.sample(rest, min(missing, len(rest)))
+        return tuple(endpoints[i] for i in chosen)

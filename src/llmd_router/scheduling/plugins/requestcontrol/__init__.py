@@ -1,0 +1,1 @@
+"""Request control: data producers and admitters that run around scheduling."""

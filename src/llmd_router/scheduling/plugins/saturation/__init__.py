@@ -1,0 +1,1 @@
+"""Saturation detectors: how full the pool is, and filters that keep full endpoints out."""

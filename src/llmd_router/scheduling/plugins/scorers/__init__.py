@@ -1,0 +1,1 @@
+"""Scorers: rate each candidate endpoint in [0, 1] for one concern."""

@@ -1,0 +1,44 @@
+"""``queue-scorer``: prefer the endpoints with the shortest waiting queue.
+
+Min-max normalised over the candidates, so the shortest queue scores 1 and the longest 0 whatever
+their absolute sizes; when all queues are equal every endpoint scores 1. Queue sizes are the
+model servers' own reports (``waiting_queue_size``), so they lag the router's decisions by up to
+one scrape.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from llmd_router.scheduling.framework import Category, NoParams, Plugin, Stability
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from llmd_router.datalayer.endpoints import Endpoint
+    from llmd_router.parsing.request import InferenceRequest
+    from llmd_router.scheduling.framework import CycleState
+
+__all__ = ["QueueScorer"]
+
+
+class QueueScorer(Plugin[NoParams]):
+    """``(max - q) / (max - min)`` over the candidates' waiting queue sizes ``q``; 1.0 when all
+    are equal."""
+
+    TYPE: ClassVar[str] = "queue-scorer"
+    Params: ClassVar[type[Any]] = NoParams
+    STABILITY: ClassVar[Stability] = Stability.BETA
+    category: ClassVar[Category] = Category.DISTRIBUTION
+
+    def score(
+        self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
+    ) -> Sequence[float]:
+        queues = [e.metrics.waiting_queue_size for e in endpoints]
+        if not queues:
+            return []
+        low, high = min(queues), max(queues)
+        if high == low:
+            return [1.0] * len(queues)
+        span = high - low
+        return [(high - q) / span for q in queues]

@@ -1,0 +1,43 @@
+"""``running-requests-size-scorer``: prefer the endpoints running the fewest requests.
+
+The same min-max normalisation as ``queue-scorer``, over the model servers' reported running
+batch size (``running_requests``) instead of the waiting queue: the endpoint running the fewest
+scores 1, the most 0; all equal scores 1.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from llmd_router.scheduling.framework import Category, NoParams, Plugin, Stability
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from llmd_router.datalayer.endpoints import Endpoint
+    from llmd_router.parsing.request import InferenceRequest
+    from llmd_router.scheduling.framework import CycleState
+
+__all__ = ["RunningRequestsSizeScorer"]
+
+
+class RunningRequestsSizeScorer(Plugin[NoParams]):
+    """``(max - r) / (max - min)`` over the candidates' running request counts ``r``; 1.0 when
+    all are equal."""
+
+    TYPE: ClassVar[str] = "running-requests-size-scorer"
+    Params: ClassVar[type[Any]] = NoParams
+    STABILITY: ClassVar[Stability] = Stability.BETA
+    category: ClassVar[Category] = Category.DISTRIBUTION
+
+    def score(
+        self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
+    ) -> Sequence[float]:
+        running = [e.metrics.running_requests for e in endpoints]
+        if not running:
+            return []
+        low, high = min(running), max(running)
+        if high == low:
+            return [1.0] * len(running)
+        span = high - low
+        return [(high - r) / span for r in running]

@@ -1,0 +1,51 @@
+"""llm-d's own example configurations: each loads, or fails naming the type this version lacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmd_router.config import ConfigError, load_config_file
+from llmd_router.scheduling.framework.builder import build_pipeline
+from llmd_router.scheduling.plugins.registry import builtin_registry
+
+EXAMPLES = Path(__file__).parents[3] / "data" / "llm-d-configs"
+
+# file -> None (loads) or the type the error must name
+EXPECTED = {
+    "epp-config.yaml": "prefix-cache-scorer",
+    "pd-epp-config.yaml": "prefix-cache-scorer",
+    "epp-precise-prefix-cache-config.yaml": "token-producer",
+    "probabilistic-admitter-epp-config.yaml": None,
+    "default-config.yaml": "prefix-cache-scorer",
+}
+
+
+def test_every_example_is_listed():
+    assert sorted(p.name for p in EXAMPLES.glob("*.yaml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize(("name", "missing"), sorted(EXPECTED.items()))
+def test_llmd_example(name: str, missing: str | None):
+    loaded = load_config_file(EXAMPLES / name)
+    if missing is None:
+        pipeline = build_pipeline(loaded, builtin_registry())
+        assert pipeline.scheduler.profiles
+        return
+    with pytest.raises(ConfigError) as info:
+        build_pipeline(loaded, builtin_registry())
+    message = str(info.value)
+    assert f"type {missing!r} is not available in this version" in message
+    assert "available types: " in message and "queue-scorer" in message
+
+
+def test_the_probabilistic_admitter_example_is_wired_as_written():
+    pipeline = build_pipeline(
+        load_config_file(EXAMPLES / "probabilistic-admitter-epp-config.yaml"), builtin_registry()
+    )
+    assert [a.name for a, _ in pipeline.admitters] == ["probabilistic-admitter"]
+    assert pipeline.saturation.name == "utilization-detector"
+    assert pipeline.saturation.params.queue_depth_threshold == 999999999  # type: ignore[attr-defined]
+    profile = pipeline.scheduler.profiles["default"]
+    assert profile.picker[0].name == "random-picker"

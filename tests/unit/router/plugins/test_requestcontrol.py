@@ -1,0 +1,406 @@
+"""Request-control plugins: inflight-load-producer accounting and probabilistic-admitter odds."""
+
+from __future__ import annotations
+
+import random
+
+import msgspec
+import pytest
+
+from llmd_router.config import ConfigError
+from llmd_router.datalayer.endpoints import Endpoint, EndpointMetrics
+from llmd_router.parsing.request import ApiKind, InferenceRequest
+from llmd_router.scheduling.framework import (
+    INFLIGHT_LOAD,
+    PREFIX_MATCH,
+    Admitter,
+    Completion,
+    CycleState,
+    DataProducer,
+    InFlightLoad,
+    PrefixMatch,
+    PreRequest,
+    ProfileResult,
+    Registry,
+    ResponseComplete,
+    SaturationDetector,
+    SchedulingResult,
+    Stability,
+)
+from llmd_router.scheduling.plugins.requestcontrol.inflight_load_producer import (
+    InFlightLoadProducer,
+    estimate_input_tokens,
+    uncached_input_tokens,
+)
+from llmd_router.scheduling.plugins.requestcontrol.probabilistic_admitter import (
+    ProbabilisticAdmitter,
+)
+
+DONE = Completion(status=200)
+
+
+def endpoint(i: int, **metrics) -> Endpoint:
+    e = Endpoint(f"e{i}", f"10.0.0.{i}", 8000)
+    if metrics:
+        e.metrics = EndpointMetrics(**{"updated_at": 1.0, **metrics})
+    return e
+
+
+def request(
+    size: int = 400, priority: int = 0, max_tokens: int | None = None, rid: str = "r"
+) -> InferenceRequest:
+    return InferenceRequest(
+        request_id=rid,
+        path="/v1/completions",
+        kind=ApiKind.COMPLETIONS,
+        headers={},
+        body=b"x" * size,
+        max_tokens=max_tokens,
+        priority=priority,
+    )
+
+
+def result(**profiles: tuple[Endpoint, ...]) -> SchedulingResult:
+    primary = next(iter(profiles))
+    return SchedulingResult(primary, {n: ProfileResult(t) for n, t in profiles.items()})
+
+
+def producer(**params) -> InFlightLoadProducer:
+    return InFlightLoadProducer("inflight", msgspec.convert(params, InFlightLoadProducer.Params))
+
+
+def admitter(**params) -> ProbabilisticAdmitter:
+    return ProbabilisticAdmitter("admit", msgspec.convert(params, ProbabilisticAdmitter.Params))
+
+
+class Draw(random.Random):
+    """A random source whose every draw is ``value``."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+# ---------------------------------------------------------------------------- producer
+
+
+def test_producer_kinds_and_declarations():
+    p = producer()
+    assert isinstance(p, DataProducer)
+    assert isinstance(p, PreRequest)
+    assert isinstance(p, ResponseComplete)
+    assert not isinstance(p, SaturationDetector)
+    assert p.produces == (INFLIGHT_LOAD,)
+    assert p.consumes == ()
+    assert p.STABILITY is Stability.BETA
+    assert p.TYPE == "inflight-load-producer"
+
+
+@pytest.mark.parametrize(
+    ("size", "tokens"), [(0, 0), (1, 1), (3, 1), (4, 1), (7, 1), (8, 2), (400, 100), (403, 100)]
+)
+def test_input_tokens_are_a_quarter_of_the_body(size, tokens):
+    assert estimate_input_tokens(request(size)) == tokens
+
+
+@pytest.mark.parametrize(
+    ("match", "input_tokens", "uncached"),
+    [
+        (None, 100, 100),
+        (PrefixMatch(match_blocks=2, total_blocks=4, block_size_tokens=16), 100, 32 + 36),
+        (PrefixMatch(4, 4, 16), 64, 0),
+        (PrefixMatch(0, 4, 16), 10, 64),  # the index counts real blocks; no tail
+        (PrefixMatch(3, 4, 16), 200, 16 + 136),
+        (PrefixMatch(5, 4, 16), 64, 0),  # more matched than indexed: not negative
+        (PrefixMatch(2, 4, 0), 100, 100),  # block size unknown: the whole prompt
+        (None, -5, 0),
+    ],
+)
+def test_cached_prefix_is_discounted(match, input_tokens, uncached):
+    assert uncached_input_tokens(match, input_tokens) == uncached
+
+
+@pytest.mark.parametrize(
+    ("params", "size", "max_tokens", "tokens"),
+    [
+        ({}, 400, None, 100),  # no output estimate by default
+        ({"addEstimatedOutputTokens": True}, 400, None, 100 + 150),
+        ({"addEstimatedOutputTokens": True}, 400, 40, 100 + 40),  # the client's cap
+        ({"addEstimatedOutputTokens": True}, 400, 0, 100 + 0),
+        ({"addEstimatedOutputTokens": True}, 400, -1, 100 + 150),  # a negative cap is no cap
+        ({"addEstimatedOutputTokens": True, "maxEstimatedOutputTokens": 30}, 400, 40, 100 + 30),
+        ({"addEstimatedOutputTokens": True, "maxEstimatedOutputTokens": 90}, 400, 40, 100 + 40),
+        ({"addEstimatedOutputTokens": True, "outputRatio": 0.5}, 20, None, 5 + 3),  # 2.5 -> 3
+        ({"addEstimatedOutputTokens": True, "outputRatio": 0}, 400, None, 100),
+        ({"addEstimatedOutputTokens": True}, 0, None, 0),  # no body, no tokens
+    ],
+)
+def test_tokens_added_per_target(params, size, max_tokens, tokens):
+    p = producer(**params)
+    e = endpoint(1)
+    p.pre_request(CycleState(), request(size, max_tokens=max_tokens), result(default=(e,)))
+    assert p.load(e.key) == InFlightLoad(requests=1, tokens=tokens)
+
+
+def test_output_estimate_uses_the_whole_prompt_not_the_uncached_part():
+    p = producer(addEstimatedOutputTokens=True)
+    e = endpoint(1)
+    cycle = CycleState()
+    cycle.put(PREFIX_MATCH, {e.key: PrefixMatch(match_blocks=5, total_blocks=6, block_size_tokens=16)})
+    p.pre_request(cycle, request(400), result(default=(e,)))
+    # input 100: uncached 16 + tail 4, output round(100 * 1.5)
+    assert p.load(e.key) == InFlightLoad(1, 20 + 150)
+
+
+def test_produce_writes_the_candidates_only():
+    p = producer()
+    a, b, c = endpoint(1), endpoint(2), endpoint(3)
+    p.pre_request(CycleState(), request(400), result(default=(a, b)))  # target[0] only
+    p.pre_request(CycleState(), request(80), result(default=(c,)))
+    cycle = CycleState()
+    p.produce(cycle, request(), [a, b])
+    assert cycle.get(INFLIGHT_LOAD) == {a.key: InFlightLoad(1, 100), b.key: InFlightLoad(0, 0)}
+
+
+def test_every_profile_counts_and_an_endpoint_in_two_profiles_counts_twice():
+    p = producer()
+    d, f = endpoint(1), endpoint(2)
+    r = request(400)
+    p.pre_request(CycleState(), r, result(decode=(d, f), prefill=(f,), encode=()))
+    assert (p.load(d.key), p.load(f.key)) == (InFlightLoad(1, 100), InFlightLoad(1, 100))
+    p.response_complete(r, result(decode=(d,)), DONE)
+    assert p.load(d.key) == p.load(f.key) == InFlightLoad(0, 0)
+
+    same = request(400)
+    p.pre_request(CycleState(), same, result(decode=(d,), prefill=(d,)))
+    assert p.load(d.key) == InFlightLoad(2, 200)
+    p.response_complete(same, result(decode=(d,)), DONE)
+    assert p.load(d.key) == InFlightLoad(0, 0)
+
+
+def test_release_is_exact_once_and_never_below_zero():
+    p = producer()
+    e = endpoint(1)
+    first, second = request(400, rid="a"), request(80, rid="b")
+    p.pre_request(CycleState(), first, result(default=(e,)))
+    p.pre_request(CycleState(), second, result(default=(e,)))
+    assert p.load(e.key) == InFlightLoad(2, 120)
+
+    p.response_complete(first, result(default=(e,)), DONE)
+    p.response_complete(first, result(default=(e,)), DONE)  # a second call releases nothing
+    assert p.load(e.key) == InFlightLoad(1, 20)
+
+    # A record larger than what is held (it cannot happen; the floor is the defence).
+    second.extra["inflight"] = [(e.key, 1_000), (e.key, 5)]
+    p.response_complete(second, result(default=(e,)), DONE)
+    assert p.load(e.key) == InFlightLoad(0, 0)
+    assert p.statistics()["totalEndpoints"] == 0
+
+
+def test_a_request_never_scheduled_releases_nothing():
+    p = producer()
+    e = endpoint(1)
+    p.pre_request(CycleState(), request(400, rid="a"), result(default=(e,)))
+    p.response_complete(request(400, rid="b"), result(default=(e,)), DONE)
+    assert p.load(e.key) == InFlightLoad(1, 100)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_counters_follow_outstanding_requests_and_return_to_zero(seed):
+    rng = random.Random(seed)
+    p = producer(addEstimatedOutputTokens=rng.random() < 0.5)
+    eps = [endpoint(i) for i in range(1, 6)]
+    outstanding: list[tuple[InferenceRequest, SchedulingResult, dict[str, int]]] = []
+    for step in range(300):
+        if outstanding and rng.random() < 0.45:
+            r, res, _ = outstanding.pop(rng.randrange(len(outstanding)))
+            p.response_complete(r, res, DONE)
+        else:
+            r = request(rng.randrange(0, 2_000), max_tokens=rng.choice([None, 10]), rid=str(step))
+            profiles = {"decode": (rng.choice(eps),)}
+            if rng.random() < 0.3:
+                profiles["prefill"] = (rng.choice(eps),)
+            res = result(**profiles)
+            cycle = CycleState()
+            if rng.random() < 0.5:
+                cycle.put(PREFIX_MATCH, {e.key: PrefixMatch(rng.randrange(4), 4, 16) for e in eps})
+            p.pre_request(cycle, r, res)
+            outstanding.append((r, res, {k: t for k, t in r.extra["inflight"]}))
+        for e in eps:
+            requests = sum(1 for _, res, _ in outstanding for pr in res.profiles.values() if pr.targets[0] is e)
+            assert p.load(e.key).requests == requests
+    rng.shuffle(outstanding)
+    for r, res, _ in outstanding:
+        p.response_complete(r, res, DONE)
+    assert all(p.load(e.key) == InFlightLoad(0, 0) for e in eps)
+    assert p.statistics() == {
+        "endpoints": [],
+        "totalEndpoints": 0,
+        "maxEndpoints": 100,
+        "truncated": False,
+    }
+
+
+def test_statistics_list_the_busiest_hundred():
+    p = producer()
+    eps = [Endpoint(f"e{i}", f"10.0.{i // 250}.{i % 250}", 8000) for i in range(150)]
+    for i, e in enumerate(eps):
+        p.pre_request(CycleState(), request(4 * (i % 7)), result(default=(e,)))
+    stats = p.statistics()
+    assert stats["totalEndpoints"] == 150
+    assert stats["maxEndpoints"] == 100
+    assert stats["truncated"] is True
+    listed = stats["endpoints"]
+    assert isinstance(listed, list)
+    assert len(listed) == 100
+    # The busiest carry 6 tokens (i % 7 == 6); ties go to the smaller key, as strings.
+    assert listed[0] == {"endpoint": "10.0.0.104:8000", "requests": 1, "tokens": 6}
+    assert listed[1] == {"endpoint": "10.0.0.111:8000", "requests": 1, "tokens": 6}
+    loads = [(-(x["requests"] + x["tokens"]), x["endpoint"]) for x in listed]
+    assert loads == sorted(loads)
+    assert msgspec.json.decode(msgspec.json.encode(stats)) == stats
+
+
+def test_small_statistics_are_not_truncated():
+    p = producer()
+    a, b = endpoint(1), endpoint(2)
+    p.pre_request(CycleState(), request(40), result(default=(a,)))
+    p.pre_request(CycleState(), request(400), result(default=(b,)))
+    assert p.statistics() == {
+        "endpoints": [
+            {"endpoint": b.key, "requests": 1, "tokens": 100},
+            {"endpoint": a.key, "requests": 1, "tokens": 10},
+        ],
+        "totalEndpoints": 2,
+        "maxEndpoints": 100,
+        "truncated": False,
+    }
+
+
+def test_producer_parameters():
+    params = msgspec.convert({}, InFlightLoadProducer.Params)
+    assert params.add_estimated_output_tokens is False
+    assert params.output_ratio == 1.5
+    assert params.max_estimated_output_tokens is None
+    assert params.prefix_match_info_producer_name == ""
+    assert params.sync_cross_replica_state is True
+    llmd = {
+        "addEstimatedOutputTokens": True,
+        "outputRatio": 2,
+        "maxEstimatedOutputTokens": 0,
+        "prefixMatchInfoProducerName": "precise",
+        "syncCrossReplicaState": False,
+    }
+    assert msgspec.convert(llmd, InFlightLoadProducer.Params).max_estimated_output_tokens == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"outputRatio": -0.1}, "outputRatio must be non-negative"),
+        ({"outputRatio": float("nan")}, "outputRatio must be non-negative"),
+        ({"maxEstimatedOutputTokens": -1}, "maxEstimatedOutputTokens must be non-negative"),
+        ({"maxEstimatedOutputTokens": 1.5}, "maxEstimatedOutputTokens"),
+        ({"output_ratio": 2.0}, "output_ratio"),
+        ({"addEstimatedOutputTokens": "yes"}, "addEstimatedOutputTokens"),
+    ],
+)
+def test_producer_parameter_errors(raw, message):
+    with pytest.raises(msgspec.ValidationError, match=message):
+        msgspec.convert(raw, InFlightLoadProducer.Params)
+
+
+# ---------------------------------------------------------------------------- admitter
+
+
+def test_admitter_kinds():
+    a = admitter()
+    assert isinstance(a, Admitter)
+    assert not isinstance(a, SaturationDetector)
+    assert a.TYPE == "probabilistic-admitter"
+    assert a.STABILITY is Stability.BETA
+
+
+@pytest.mark.parametrize("priority", [0, 1, 100])
+def test_priority_zero_or_more_is_always_admitted(priority):
+    a = admitter()
+    a.rng = Draw(0.0)
+    assert a.admit(CycleState(), request(priority=priority), [endpoint(1)]) is None
+
+
+def test_no_candidates_is_admitted():
+    a = admitter()
+    a.rng = Draw(0.0)
+    assert a.admit(CycleState(), request(priority=-1), []) is None
+
+
+# Each row: endpoints' (waiting queue, KV use) or None for never reported, the saturation, and
+# the shedding probability min(sat ** 5 * 300, 1) with the default parameters.
+@pytest.mark.parametrize(
+    ("metrics", "saturation", "probability"),
+    [
+        ([(0, 0.0)], 0.0, 0.0),
+        ([(1, 0.08)], 0.2, 0.2**5 * 300),  # queue 1/5 beats KV 0.08/0.8
+        ([(0, 0.16)], 0.2, 0.2**5 * 300),  # KV 0.16/0.8
+        ([(1, 0.0), (0, 0.08)], 0.15, 0.15**5 * 300),  # mean of 0.2 and 0.1
+        ([(0, 0.0), (0, 0.0), (0, 0.0), None], 0.25, 0.25**5 * 300),
+        ([None], 1.0, 1.0),
+        ([(10**70, 0.0)], 2e69, 1.0),  # no overflow error
+    ],
+)
+def test_shedding_probability(metrics, saturation, probability):
+    eps = [
+        endpoint(i) if m is None else endpoint(i, waiting_queue_size=m[0], kv_cache_usage=m[1])
+        for i, m in enumerate(metrics, 1)
+    ]
+    a = admitter()
+    sheddable = request(priority=-1)
+    if probability > 0:  # a draw just below p refuses
+        a.rng = Draw(probability - 1e-9)
+        assert a.admit(CycleState(), sheddable, eps) == (
+            f"probabilistic-admitter: rejected, saturation={saturation:.3f} prob={probability:.2f}"
+        )
+    if probability < 1:  # a draw of p admits (draws are in [0, 1), so p = 1 refuses all)
+        a.rng = Draw(probability)
+        assert a.admit(CycleState(), sheddable, eps) is None
+
+
+def test_admitter_parameters_move_the_curve():
+    # queue 2/4 = 0.5 beats KV 0.3/0.9; p = 0.5 ** 2 * 2 = 0.5
+    a = admitter(queueDepthThreshold=4, kvCacheUtilThreshold=0.9, power=2, k=2)
+    eps = [endpoint(1, waiting_queue_size=2, kv_cache_usage=0.3)]
+    a.rng = Draw(0.49)
+    assert a.admit(CycleState(), request(priority=-1), eps) is not None
+    a.rng = Draw(0.5)
+    assert a.admit(CycleState(), request(priority=-1), eps) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"queueDepthThreshold": 0}, "queueDepthThreshold must be > 0"),
+        ({"queueDepthThreshold": 2.5}, "queueDepthThreshold"),
+        ({"kvCacheUtilThreshold": 0}, "kvCacheUtilThreshold must be > 0"),
+        ({"power": 0}, "power must be > 0"),
+        ({"power": float("inf")}, "power must be > 0"),
+        ({"k": -1}, "k must be > 0"),
+        ({"threshold": 1}, "threshold"),
+    ],
+)
+def test_admitter_parameter_errors(raw, message):
+    with pytest.raises(msgspec.ValidationError, match=message):
+        msgspec.convert(raw, ProbabilisticAdmitter.Params)
+
+
+def test_registry_builds_both_and_names_the_plugin_in_errors():
+    registry = Registry()
+    registry.register(InFlightLoadProducer)
+    registry.register(ProbabilisticAdmitter)
+    built = registry.create("probabilistic-admitter", "shed", {"k": 100})
+    assert isinstance(built, ProbabilisticAdmitter)
+    assert built.params.k == 100.0
+    with pytest.raises(ConfigError, match=r"plugin 'load'.*outputRatio must be non-negative"):
+        registry.create("inflight-load-producer", "load", {"outputRatio": -1})
