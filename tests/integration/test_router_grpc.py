@@ -50,9 +50,16 @@ def local_router(**options: Any) -> Router:
     )
 
 
+# Fewest requests in flight: spreads concurrent requests evenly (no metrics needed).
+LEAST_LOADED = (
+    "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+    "plugins: [{type: active-request-scorer}]\n"
+)
+
+
 @pytest.fixture
 async def router() -> AsyncIterator[Router]:
-    r = local_router()
+    r = local_router(config_text=LEAST_LOADED)
     await r.start()
     yield r
     await r.stop(0)

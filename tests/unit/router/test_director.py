@@ -1,4 +1,4 @@
-"""Routing decisions: candidates and subset hints, least in flight, settling exactly once."""
+"""Routing decisions: candidates and subset hints, the plugin lifecycle, settling exactly once."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ from collections import Counter
 
 import pytest
 
-from llmd_router.datalayer import Endpoint, EndpointStore
-from llmd_router.errors import BadRequest, ResourceExhausted, ServiceUnavailable
+from llmd_router.config import API_VERSION, load_config
+from llmd_router.datalayer import Endpoint, EndpointMetrics, EndpointStore
+from llmd_router.errors import BadRequest, Internal, ResourceExhausted, ServiceUnavailable
 from llmd_router.observability.metrics import RouterMetrics
 from llmd_router.parsing import Usage
 from llmd_router.requestcontrol import Director, Ended, Outcome, subset_hint
-from llmd_router.scheduling.framework import SchedulingError
-from llmd_router.scheduling.plugins.least_inflight import LeastInflightScheduler
+from llmd_router.requestcontrol.explain import DecisionLog
+from llmd_router.scheduling.framework.builder import build_pipeline
+from llmd_router.scheduling.plugins.registry import builtin_registry
 
 BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
 HEADERS = {":path": "/v1/chat/completions", "x-request-id": "r1"}
@@ -24,10 +26,19 @@ def endpoints(n: int = 3) -> list[Endpoint]:
     return [Endpoint(f"e{i}", f"10.0.0.{i + 1}", 8000) for i in range(n)]
 
 
-def director(eps: list[Endpoint] | None = None, scheduler=None, **options) -> Director:
+HEAD = f"apiVersion: {API_VERSION}\nkind: EndpointPickerConfig\n"
+# Fewest requests in flight (counted by the in-flight producer, created by default).
+LEAST_LOADED = "plugins: [{type: active-request-scorer}]\n"
+
+
+def pipeline(body: str = LEAST_LOADED):
+    return build_pipeline(load_config(HEAD + body), builtin_registry())
+
+
+def director(eps: list[Endpoint] | None = None, config: str = LEAST_LOADED, **options) -> Director:
     return Director(
         EndpointStore(endpoints() if eps is None else eps),
-        scheduler or LeastInflightScheduler(random.Random(1)),
+        pipeline(config),
         RouterMetrics(),
         rng=random.Random(2),
         **options,
@@ -125,15 +136,15 @@ def test_an_empty_pool_is_503_with_or_without_a_body():
 
 
 def test_a_failed_schedule_is_429():
-    class Nothing:
-        def schedule(self, request, candidates):
-            raise SchedulingError("every endpoint was filtered out")
-
-    d = director(scheduler=Nothing())
+    config = "plugins:\n- type: label-selector-filter\n  parameters: {matchLabels: {gpu: h100}}\n"
+    d = director(config=config, decisions=DecisionLog(5))
     with pytest.raises(ResourceExhausted) as info:
         route(d)
     assert info.value.status == 429 and info.value.dropped_reason == "rejected-saturated"
-    assert "every endpoint was filtered out" in info.value.message
+    assert "failed to find target endpoint" in info.value.message
+    (logged,) = d.decisions.render()  # type: ignore[union-attr]
+    assert logged["emptyProfiles"] == {"default": {"filteredBy": "label-selector-filter"}}
+    assert "failed to find target endpoint" in logged["error"]
 
 
 def test_a_bad_body_is_400_and_counted():
@@ -158,11 +169,13 @@ def test_least_in_flight_spreads_and_settling_releases_exactly_once():
     d = director()
     records = [route(d)[1] for _ in range(9)]
     assert Counter(r.endpoint.name for r in records) == {"e0": 3, "e1": 3, "e2": 3}
+    producer = d.pipeline.plugins["inflight-load-producer"].instance
     assert sample(d, "llm_d_epp_request_running", model_name="m") == 9
     for record in records:
         d.settle(record, Outcome(decided=True))
         d.settle(record, Outcome(decided=True))  # a second settle changes nothing
     assert [e.inflight for e in d.store.all()] == [0, 0, 0]
+    assert producer.statistics()["endpoints"] == []  # the response hook released them too
     assert sample(d, "llm_d_epp_request_running", model_name="m") == 0
     assert (
         sample(
@@ -187,10 +200,11 @@ def test_least_in_flight_spreads_and_settling_releases_exactly_once():
     )
 
 
-def test_the_busiest_endpoint_is_avoided():
+def test_the_endpoint_with_the_shortest_queue_is_chosen():
     eps = endpoints()
-    eps[0].inflight, eps[1].inflight, eps[2].inflight = 5, 1, 3
-    decision, _ = route(director(eps))
+    for e, queue in zip(eps, (5, 1, 3), strict=True):
+        e.metrics = EndpointMetrics(waiting_queue_size=queue, updated_at=1.0)
+    decision, _ = route(director(eps, config="plugins: [{type: queue-scorer}]\n"))
     assert decision.destination == "10.0.0.2:8000"
 
 
@@ -318,3 +332,128 @@ def test_overdue_requests_are_swept_and_a_proxy_restart_releases_all():
     assert d.pending == 1
     assert d.abandon_pending() == 1 and d.pending == 0
     assert inflight(d) == [0, 0, 0]
+
+
+# ---------------------------------------------------------------------------- the plugin lifecycle
+# Plugins used below by import path, as a user's would be.
+
+
+class SheddableParser:
+    """Parses as OpenAI does, then marks the request sheddable (priority -1)."""
+
+    TYPE = "test-sheddable-parser"
+    claims = ("chat/completions",)
+
+    def __init__(self, name, params):
+        self.name = name
+
+    def parse(self, path, headers, body, request_id):
+        from llmd_router.parsing import parse_request
+
+        request = parse_request(path, headers, body, request_id)
+        request.priority = -1
+        return request
+
+
+class Refuser:
+    def __init__(self, name, params):
+        self.name = name
+
+    def admit(self, cycle, request, endpoints):
+        return "closed for maintenance"
+
+
+class BrokenProducer:
+    def __init__(self, name, params):
+        self.name = name
+
+    def produce(self, cycle, request, endpoints):
+        raise RuntimeError("scrape failed")
+
+
+class HeaderHook:
+    """Adds, removes and answers headers, and records every completion it sees."""
+
+    completions: list = []
+
+    def __init__(self, name, params):
+        self.name = name
+
+    def pre_request(self, cycle, request, result):
+        request.add_headers["x-picked"] = result.targets[0].name
+        request.remove_headers.add("x-smuggled")
+        request.response_headers["x-session-token"] = "tok"
+
+    def response_complete(self, request, result, completion):
+        HeaderHook.completions.append((self.name, result.targets[0].name, completion.status))
+
+
+MODULE = __name__
+
+
+def test_a_sheddable_request_is_refused_when_the_pool_is_saturated():
+    config = (
+        f"plugins: [{{type: '{MODULE}:SheddableParser', name: p}}]\n"
+        "requestHandler: {parsers: [{pluginRef: p}]}\n"
+    )
+    eps = endpoints()
+    d = director(eps, config=config)
+    for e in eps:
+        e.metrics = EndpointMetrics(updated_at=1e12)  # fresh and idle
+    decision, _ = route(d)
+    assert decision.destination
+    for e in eps:
+        e.metrics = EndpointMetrics(waiting_queue_size=50, kv_cache_usage=0.95, updated_at=1e12)
+    with pytest.raises(ResourceExhausted) as info:
+        route(d)
+    assert info.value.message == "system saturated, sheddable request dropped"
+    assert info.value.dropped_reason == "rejected-saturated"
+
+
+def test_an_admitter_refusal_is_500():
+    d = director(config=f"plugins: [{{type: '{MODULE}:Refuser', name: refuser}}]\n")
+    with pytest.raises(Internal) as info:
+        route(d)
+    assert info.value.status == 500
+    assert info.value.message == "request cannot be admitted: closed for maintenance"
+
+
+def test_a_failing_producer_does_not_fail_the_request(caplog: pytest.LogCaptureFixture):
+    d = director(config=f"plugins: [{{type: '{MODULE}:BrokenProducer', name: broken}}]\n")
+    decision, _ = route(d)
+    assert decision.destination
+    assert "data producer 'broken' failed" in caplog.text
+
+
+def test_hooks_change_headers_and_see_the_end_even_after_a_reload():
+    HeaderHook.completions.clear()
+    d = director(config=f"plugins: [{{type: '{MODULE}:HeaderHook', name: old}}]\n")
+    decision, record = route(d, headers={**HEADERS, "x-smuggled": "1"})
+    assert dict(decision.set_headers)["x-picked"] == record.endpoint.name
+    assert decision.remove_headers == ("x-smuggled",)
+    assert decision.response_headers == (("x-session-token", "tok"),)
+    assert record.request is not None and record.request.body == b""  # payload not held
+    d.pipeline = pipeline(f"plugins: [{{type: '{MODULE}:HeaderHook', name: new}}]\n")
+    d.settle(record, Outcome(decided=True, response_status=200))
+    d.settle(record, Outcome(decided=True, response_status=200))
+    assert HeaderHook.completions == [("old", record.endpoint.name, 200)]
+
+
+def test_explanations_only_when_enabled_and_asked_for():
+    asked = {**HEADERS, "x-llmd-debug": "1"}
+    decision, _ = route(director(), headers=asked)
+    assert "x-llmd-decision" not in dict(decision.response_headers)
+    d = director(decisions=DecisionLog(2))
+    decision, _ = route(d)
+    assert "x-llmd-decision" not in dict(decision.response_headers)
+    decision, record = route(d, headers=asked)
+    explained = json.loads(dict(decision.response_headers)["x-llmd-decision"])
+    assert explained["endpoint"] == record.endpoint.key
+    candidates = explained["profiles"]["default"]["candidates"]
+    assert len(candidates) == 3
+    for candidate in candidates:
+        raw, weighted = candidate["scores"]["active-request-scorer"]
+        assert 0.0 <= raw <= 1.0 and weighted == raw
+        assert candidate["total"] == weighted
+    route(d)
+    assert len(d.decisions.render()) == 2  # type: ignore[union-attr]  # the last N only

@@ -86,7 +86,8 @@ class SchedulerProfile:
                     f"scorer {scorer.name!r} returned {len(raw)} scores for "
                     f"{len(endpoints)} endpoints"
                 )
-            clamped = [0.0 if s < 0.0 else 1.0 if s > 1.0 else s for s in raw]
+            # NaN fails both comparisons' positive branch and counts as 0.
+            clamped = [s if 0.0 < s <= 1.0 else 1.0 if s > 1.0 else 0.0 for s in raw]
             traced.append((scorer.name, weight, clamped))
             totals = [t + s * weight for t, s in zip(totals, clamped, strict=True)]
         picker, observe = self.picker

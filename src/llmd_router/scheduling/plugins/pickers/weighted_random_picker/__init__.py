@@ -13,6 +13,7 @@ places in random order (llm-d leaves their order to an unstable sort).
 
 from __future__ import annotations
 
+import heapq
 import random
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -64,8 +65,7 @@ class WeightedRandomPicker(Plugin[WeightedRandomPickerParams]):
             weights = [scores[i] for i in positive]
             return (endpoints[rng.choices(positive, weights=weights)[0]],)
         keyed = [((rng.random() or 1e-10) ** (1.0 / scores[i]), i) for i in positive]
-        keyed.sort(reverse=True)
-        chosen = [i for _, i in keyed[: self.limit]]
+        chosen = [i for _, i in heapq.nlargest(self.limit, keyed)]
         missing = self.limit - len(chosen)
         if missing > 0:
             rest = [i for i, s in enumerate(scores) if not s > 0.0]

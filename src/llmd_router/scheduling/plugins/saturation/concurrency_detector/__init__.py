@@ -12,17 +12,20 @@ As a filter it keeps the endpoints whose in-flight load is below ``int(capacity 
 headroom))`` (both limits in hybrid mode). It does not fail open: it may keep none.
 
 Where the load comes from. The filter reads ``INFLIGHT_LOAD`` from the cycle, written by
-``inflight-load-producer``. ``saturation()`` is given only endpoints, so it reads
-``load_source`` (an object with ``load(key) -> InFlightLoad``, which the producer is) when one
-is set; until then it counts requests from ``Endpoint.inflight``, the router's own count, and no
-tokens, so the tokens and hybrid modes need the source set.
+``inflight-load-producer``. ``saturation()`` is given only endpoints, so it reads the live
+counters of that producer (``load_source``: anything with ``load(key) -> InFlightLoad``), which
+``bind`` finds when the pipeline is built: the plugin named ``inFlightLoadProducerName``, else
+the one plugin that produces ``INFLIGHT_LOAD`` and has ``load``. Without one, requests are
+counted from ``Endpoint.inflight`` (the router's own count), and the tokens and hybrid modes are
+refused at start-up.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, cast
 
+from llmd_router.config import ConfigError
 from llmd_router.scheduling.framework import (
     INFLIGHT_LOAD,
     InFlightLoad,
@@ -32,7 +35,7 @@ from llmd_router.scheduling.framework import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from llmd_router.datalayer.endpoints import Endpoint
     from llmd_router.parsing.request import InferenceRequest
@@ -54,8 +57,7 @@ class ConcurrencyDetectorParams(Params, frozen=True):
     max_concurrency: int = 100
     max_token_concurrency: int = 1_000_000
     headroom: float = 0.0
-    # There is one INFLIGHT_LOAD key per cycle, so this selects nothing here; accepted so that
-    # llm-d configurations load.
+    # Whose live counters saturation() reads; empty: the one producer of INFLIGHT_LOAD.
     in_flight_load_producer_name: str = ""
 
     def __post_init__(self) -> None:
@@ -88,6 +90,35 @@ class ConcurrencyDetector(Plugin[ConcurrencyDetectorParams]):
         # Go truncates the stretched limits to integers: int64(float64(capacity) * (1 + h)).
         self._request_limit = int(params.max_concurrency * (1.0 + params.headroom))
         self._token_limit = int(params.max_token_concurrency * (1.0 + params.headroom))
+
+    def bind(self, plugins: Mapping[str, object]) -> None:
+        """Find the producer whose counters ``saturation()`` reads."""
+        where = f"plugin {self.name!r} (type {self.TYPE!r})"
+        wanted = self.params.in_flight_load_producer_name
+        if wanted:
+            found = plugins.get(wanted)
+            if found is None:
+                raise ConfigError(f"{where}: inFlightLoadProducerName: no plugin named {wanted!r}")
+            if not _is_source(found):
+                raise ConfigError(
+                    f"{where}: inFlightLoadProducerName: plugin {wanted!r} does not produce "
+                    f"{INFLIGHT_LOAD.name!r} with live counters (a load(key) method)"
+                )
+        else:
+            sources = [p for p in plugins.values() if _is_source(p)]
+            if len(sources) > 1:
+                names = ", ".join(repr(getattr(p, "name", "?")) for p in sources)
+                raise ConfigError(
+                    f"{where}: several plugins produce {INFLIGHT_LOAD.name!r} ({names}); "
+                    "name one in inFlightLoadProducerName"
+                )
+            found = sources[0] if sources else None
+        if found is None and self._mode != "requests":
+            raise ConfigError(
+                f"{where}: concurrencyMode {self._mode!r} needs the live counters of an "
+                f"{INFLIGHT_LOAD.name!r} producer, such as inflight-load-producer"
+            )
+        self.load_source = cast("InFlightLoadSource | None", found)
 
     def saturation(self, endpoints: Sequence[Endpoint]) -> float:
         if not endpoints:
@@ -125,3 +156,9 @@ class ConcurrencyDetector(Plugin[ConcurrencyDetectorParams]):
         if source is None:
             return [InFlightLoad(e.inflight, 0) for e in endpoints]
         return [source.load(e.key) for e in endpoints]
+
+
+def _is_source(plugin: object) -> bool:
+    return INFLIGHT_LOAD in getattr(plugin, "produces", ()) and callable(
+        getattr(plugin, "load", None)
+    )

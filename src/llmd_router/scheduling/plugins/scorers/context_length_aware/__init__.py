@@ -42,7 +42,6 @@ _BYTES_PER_TOKEN: Final = 4
 _MAX_FALLBACK_SCORE: Final = 0.3
 _INT: Final = re.compile(r"\+?[0-9]+")  # Go's strconv.Atoi, minus the sign "-" never reaches
 _INT64_MAX: Final = 2**63 - 1
-_CACHE_LIMIT: Final = 4096
 
 
 class ContextLengthAwareParams(Params, frozen=True):
@@ -67,11 +66,6 @@ class ContextLengthAware(Plugin[ContextLengthAwareParams]):
     STABILITY: ClassVar[Stability] = Stability.BETA
     category: ClassVar[Category] = Category.AFFINITY
 
-    def __init__(self, name: str, params: ContextLengthAwareParams) -> None:
-        super().__init__(name, params)
-        # Parsed label values: pods share a handful of them, so each is parsed once.
-        self._ranges: dict[str, tuple[int, int] | None] = {}
-
     def filter(
         self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
     ) -> Sequence[Endpoint]:
@@ -79,14 +73,14 @@ class ContextLengthAware(Plugin[ContextLengthAwareParams]):
             return endpoints
         n = context_length(request)
         label = self.params.label
-        kept = []
+        keep: dict[str | None, bool] = {}  # by label value: endpoints share a few
+        kept: list[Endpoint] = []
         for e in endpoints:
             value = e.labels.get(label)
-            if value is None:
-                kept.append(e)
-                continue
-            bounds = self._range(value)
-            if bounds is not None and bounds[0] <= n <= bounds[1]:
+            verdict = keep.get(value)
+            if verdict is None:
+                verdict = keep[value] = _keeps(value, n)
+            if verdict:
                 kept.append(e)
         return kept
 
@@ -95,28 +89,44 @@ class ContextLengthAware(Plugin[ContextLengthAwareParams]):
     ) -> Sequence[float]:
         n = context_length(request)
         label = self.params.label
-        scores = []
+        by_value: dict[str | None, float] = {}  # endpoints share a few label values
+        scores: list[float] = []
         for e in endpoints:
             value = e.labels.get(label)
-            if value is None:
-                scores.append(0.5)
-                continue
-            bounds = self._range(value)
-            scores.append(0.0 if bounds is None else _range_score(n, *bounds))
+            s = by_value.get(value)
+            if s is None:
+                s = by_value[value] = _score(value, n)
+            scores.append(s)
         return scores
 
-    def _range(self, value: str) -> tuple[int, int] | None:
-        try:
-            return self._ranges[value]
-        except KeyError:
-            pass
-        if len(self._ranges) >= _CACHE_LIMIT:
-            self._ranges.clear()
-        parsed = self._ranges[value] = parse_range(value)
-        return parsed
+
+def _keeps(value: str | None, n: int) -> bool:
+    if value is None:
+        return True
+    bounds = _parse_range(value)
+    return bounds is not None and bounds[0] <= n <= bounds[1]
 
 
-def parse_range(value: str) -> tuple[int, int] | None:
+def _score(value: str | None, n: int) -> float:
+    if value is None:
+        return 0.5
+    bounds = _parse_range(value)
+    if bounds is None:
+        return 0.0
+    low, high = bounds
+    if low <= n <= high:
+        width = high - low
+        if width == 0:
+            return 1.0
+        width_score = 1.0 / (1.0 + width / 10000.0)
+        position_score = (high - n) / width
+        raw = 0.7 * width_score + 0.3 * position_score
+        return _MAX_FALLBACK_SCORE + raw * (1.0 - _MAX_FALLBACK_SCORE)
+    distance = n - high if n > high else low - n
+    return _MAX_FALLBACK_SCORE / (1.0 + distance / 1000.0)
+
+
+def _parse_range(value: str) -> tuple[int, int] | None:
     """``"min-max"`` as llm-d parses it (whitespace around each bound allowed); None if invalid
     or if min > max."""
     parts = value.split("-")
@@ -129,19 +139,6 @@ def parse_range(value: str) -> tuple[int, int] | None:
     if hi > _INT64_MAX or lo > hi:
         return None
     return lo, hi
-
-
-def _range_score(n: int, low: int, high: int) -> float:
-    if low <= n <= high:
-        width = high - low
-        if width == 0:
-            return 1.0
-        width_score = 1.0 / (1.0 + width / 10000.0)
-        position_score = (high - n) / width
-        raw = 0.7 * width_score + 0.3 * position_score
-        return _MAX_FALLBACK_SCORE + raw * (1.0 - _MAX_FALLBACK_SCORE)
-    distance = n - high if n > high else low - n
-    return _MAX_FALLBACK_SCORE / (1.0 + distance / 1000.0)
 
 
 def context_length(request: InferenceRequest) -> int:

@@ -45,6 +45,6 @@ class LoadAwareScorer(Plugin[LoadAwareScorerParams]):
     ) -> Sequence[float]:
         t = float(self.threshold)
         return [
-            0.5 if q == 0 else 0.5 * (1.0 - min(q, t) / t)
+            0.5 if q == 0 else 0.0 if q >= t else 0.5 * (1.0 - q / t)
             for q in [e.metrics.waiting_queue_size for e in endpoints]
         ]

@@ -61,6 +61,6 @@ class TokenLoadScorer(Plugin[TokenLoadScorerParams]):
         loads = cycle.get(INFLIGHT_LOAD) or {}
         t = float(self.threshold)
         return [
-            1.0 if tokens <= 0 else 1.0 - min(tokens, t) / t
+            1.0 if tokens <= 0 else 0.0 if tokens >= t else 1.0 - tokens / t
             for tokens in [loads.get(e.key, _IDLE).tokens for e in endpoints]
         ]
