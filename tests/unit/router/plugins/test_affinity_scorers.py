@@ -221,11 +221,17 @@ def test_session_id_use_refreshes_the_binding():
             r"sources\[0\]: exactly one of header or attribute",
         ),
         (
-            {"strategy": "session_id", "sessionIdConfig": {"sources": [{"header": "a", "attribute": "b"}]}},
+            {
+                "strategy": "session_id",
+                "sessionIdConfig": {"sources": [{"header": "a", "attribute": "b"}]},
+            },
             "exactly one",
         ),
         (
-            {"strategy": "session_id", "sessionIdConfig": {"sources": [{"attribute": "agent-identity"}]}},
+            {
+                "strategy": "session_id",
+                "sessionIdConfig": {"sources": [{"attribute": "agent-identity"}]},
+            },
             r"sources\[0\]\.attribute: request attributes are not supported",
         ),
         (

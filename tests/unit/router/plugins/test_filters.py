@@ -122,8 +122,10 @@ def test_label_selector_identity():
 
 
 def test_label_selector_scales_linearly():
-    many = [Endpoint(f"e{i}", "10.0.0.1", i, labels={"hw": "H100" if i % 2 else "A100"})
-            for i in range(1000)]
+    many = [
+        Endpoint(f"e{i}", "10.0.0.1", i, labels={"hw": "H100" if i % 2 else "A100"})
+        for i in range(1000)
+    ]
     plugin = build(LabelSelectorFilter, {"matchLabels": {"hw": "H100"}})
     assert len(kept(plugin, many)) == 500
 
@@ -193,7 +195,9 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize(("column", "cls"), [(0, DecodeFilter), (1, PrefillFilter), (2, EncodeFilter)])
+@pytest.mark.parametrize(
+    ("column", "cls"), [(0, DecodeFilter), (1, PrefillFilter), (2, EncodeFilter)]
+)
 def test_role_filters(column, cls):
     endpoints = [
         Endpoint(str(role), "10.0.0.1", i, labels={} if role is None else {ROLE_LABEL: role})

@@ -149,7 +149,9 @@ def test_output_estimate_uses_the_whole_prompt_not_the_uncached_part():
     p = producer(addEstimatedOutputTokens=True)
     e = endpoint(1)
     cycle = CycleState()
-    cycle.put(PREFIX_MATCH, {e.key: PrefixMatch(match_blocks=5, total_blocks=6, block_size_tokens=16)})
+    cycle.put(
+        PREFIX_MATCH, {e.key: PrefixMatch(match_blocks=5, total_blocks=6, block_size_tokens=16)}
+    )
     p.pre_request(cycle, request(400), result(default=(e,)))
     # input 100: uncached 16 + tail 4, output round(100 * 1.5)
     assert p.load(e.key) == InFlightLoad(1, 20 + 150)
@@ -210,28 +212,48 @@ def test_a_request_never_scheduled_releases_nothing():
 
 @pytest.mark.parametrize("seed", range(20))
 def test_counters_follow_outstanding_requests_and_return_to_zero(seed):
+    """Against a reference model: each outstanding request holds, on the first target of each
+    of its profiles, one request and its uncached input plus (if enabled) its output estimate."""
     rng = random.Random(seed)
-    p = producer(addEstimatedOutputTokens=rng.random() < 0.5)
+    add_output = rng.random() < 0.5
+    p = producer(addEstimatedOutputTokens=add_output)
     eps = [endpoint(i) for i in range(1, 6)]
-    outstanding: list[tuple[InferenceRequest, SchedulingResult, dict[str, int]]] = []
+    # request, its result, and what the model says it holds: (endpoint key, tokens) per profile
+    outstanding: list[tuple[InferenceRequest, SchedulingResult, list[tuple[str, int]]]] = []
     for step in range(300):
         if outstanding and rng.random() < 0.45:
             r, res, _ = outstanding.pop(rng.randrange(len(outstanding)))
             p.response_complete(r, res, DONE)
         else:
-            r = request(rng.randrange(0, 2_000), max_tokens=rng.choice([None, 10]), rid=str(step))
+            size, cap = rng.randrange(0, 2_000), rng.choice([None, 10])
+            r = request(size, max_tokens=cap, rid=str(step))
             profiles = {"decode": (rng.choice(eps),)}
             if rng.random() < 0.3:
                 profiles["prefill"] = (rng.choice(eps),)
             res = result(**profiles)
+            matches = {e.key: PrefixMatch(rng.randrange(5), 4, 16) for e in eps}
             cycle = CycleState()
             if rng.random() < 0.5:
-                cycle.put(PREFIX_MATCH, {e.key: PrefixMatch(rng.randrange(4), 4, 16) for e in eps})
+                cycle.put(PREFIX_MATCH, matches)
+            else:
+                matches = {}
             p.pre_request(cycle, r, res)
-            outstanding.append((r, res, {k: t for k, t in r.extra["inflight"]}))
+            tokens_in = size // 4 if size >= 4 else min(size, 1)
+            tokens_out = 0
+            if add_output and tokens_in:
+                tokens_out = (
+                    int(tokens_in * 1.5 + 0.5)
+                    if cap is None
+                    else min(cap, int(tokens_in * 1.5 + 0.5))
+                )
+            held = [
+                (t[0].key, uncached_input_tokens(matches.get(t[0].key), tokens_in) + tokens_out)
+                for t in profiles.values()
+            ]
+            outstanding.append((r, res, held))
         for e in eps:
-            requests = sum(1 for _, res, _ in outstanding for pr in res.profiles.values() if pr.targets[0] is e)
-            assert p.load(e.key).requests == requests
+            mine = [tokens for _, _, held in outstanding for key, tokens in held if key == e.key]
+            assert p.load(e.key) == InFlightLoad(len(mine), sum(mine))
     rng.shuffle(outstanding)
     for r, res, _ in outstanding:
         p.response_complete(r, res, DONE)

@@ -20,11 +20,11 @@ from llmd_router.scheduling.framework import (
     SchedulingResult,
     Stability,
 )
+from llmd_router.scheduling.framework.builder import build_pipeline
+from llmd_router.scheduling.plugins.registry import builtin_registry
 from llmd_router.scheduling.plugins.requestcontrol.inflight_load_producer import (
     InFlightLoadProducer,
 )
-from llmd_router.scheduling.framework.builder import build_pipeline
-from llmd_router.scheduling.plugins.registry import builtin_registry
 from llmd_router.scheduling.plugins.saturation.concurrency_detector import ConcurrencyDetector
 from llmd_router.scheduling.plugins.saturation.utilization_detector import UtilizationDetector
 
@@ -57,7 +57,7 @@ def test_detectors_are_filters_and_saturation_detectors(cls):
     d = cls("d", msgspec.convert({}, cls.Params))
     assert isinstance(d, Filter)
     assert isinstance(d, SaturationDetector)
-    assert d.STABILITY is Stability.BETA
+    assert cls.STABILITY is Stability.BETA
 
 
 # ---------------------------------------------------------------------------- utilization
@@ -211,7 +211,11 @@ def test_concurrency_saturation_from_a_load_source(mode, saturation):
     a, b, c = busy(1, 99), busy(2, 99), busy(3, 99)  # the source wins over Endpoint.inflight
     d = concurrency(concurrencyMode=mode)
     d.load_source = Loads(
-        {a.key: InFlightLoad(50, 0), b.key: InFlightLoad(0, 900_000), c.key: InFlightLoad(10, 100_000)}
+        {
+            a.key: InFlightLoad(50, 0),
+            b.key: InFlightLoad(0, 900_000),
+            c.key: InFlightLoad(10, 100_000),
+        }
     )
     assert d.saturation([a, b, c]) == pytest.approx(saturation)
 
@@ -234,7 +238,9 @@ def test_concurrency_saturation_from_a_load_source(mode, saturation):
 def test_concurrency_filter_reads_the_cycle(params, loads, kept):
     eps = [busy(i, 0) for i in range(1, len(loads) + 1)]
     cycle = CycleState()
-    cycle.put(INFLIGHT_LOAD, {e.key: InFlightLoad(r, t) for e, (r, t) in zip(eps, loads)})
+    cycle.put(
+        INFLIGHT_LOAD, {e.key: InFlightLoad(r, t) for e, (r, t) in zip(eps, loads, strict=True)}
+    )
     left = concurrency(**params).filter(cycle, REQUEST, eps)
     assert [int(e.name[1:]) for e in left] == kept
 
@@ -299,7 +305,9 @@ def test_bind_by_name_among_several_producers():
     ],
 )
 def test_bind_errors_name_the_plugin(params, plugins, message):
-    with pytest.raises(ConfigError, match=rf"plugin 'conc' \(type 'concurrency-detector'\).*{message}"):
+    with pytest.raises(
+        ConfigError, match=rf"plugin 'conc' \(type 'concurrency-detector'\).*{message}"
+    ):
         concurrency(**params).bind(plugins)
 
 

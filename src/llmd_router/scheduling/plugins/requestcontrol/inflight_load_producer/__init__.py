@@ -100,7 +100,7 @@ def uncached_input_tokens(match: PrefixMatch | None, input_tokens: int) -> int:
         return max(input_tokens, 0)
     indexed = match.total_blocks * match.block_size_tokens
     uncached = max(indexed - match.match_blocks * match.block_size_tokens, 0)
-    return uncached 
+    return uncached + max(input_tokens - indexed, 0)
 
 
 class InFlightLoadProducer(Plugin[InFlightLoadProducerParams]):
