@@ -4,8 +4,8 @@ fake profile results; what it routes; the sidecar headers; references and parame
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
@@ -43,6 +43,9 @@ from llmd_router.scheduling.plugins.profilehandlers.prefix_based_pd_decider impo
 from llmd_router.scheduling.plugins.profilehandlers.single_profile_handler import (
     SingleProfileHandler,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 DEC = Endpoint("dec", "10.0.0.1", 8000)
 DEC2 = Endpoint("dec2", "10.0.0.2", 8000)

@@ -1,0 +1,27 @@
+"""docs/plugins.md is generated from the registry; it must match what the code registers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmd_router.scheduling.plugins.catalogue import render_catalogue
+from llmd_router.scheduling.plugins.registry import builtin_registry
+
+DOC = Path(__file__).parents[3] / "docs" / "plugins.md"
+
+
+def test_docs_plugins_md_is_current():
+    expected = render_catalogue(builtin_registry())
+    assert DOC.read_text() == expected, (
+        "docs/plugins.md is stale: python -m llmd_router.scheduling.plugins.catalogue "
+        "> docs/plugins.md"
+    )
+
+
+def test_every_type_and_every_missing_type_is_in_the_catalogue():
+    registry = builtin_registry()
+    text = render_catalogue(registry)
+    for entry in registry.types():
+        assert f"`{entry.name}`" in text
+    for name in registry.missing():
+        assert f"| `{name}` |" in text
