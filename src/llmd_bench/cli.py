@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import uvloop
 
-from llmd_bench import metrics_render, router_overhead, sim_capacity
+from llmd_bench import metrics_render, router_overhead, scheduling, sim_capacity
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -58,7 +58,32 @@ def _parser() -> argparse.ArgumentParser:
     overhead.add_argument("--output-tokens", type=int, default=256)
     overhead.add_argument("--requests", type=int, default=64, help="per phase")
     overhead.add_argument("--json", type=Path, help="also write the phases here")
+    sched = sub.add_parser(
+        "scheduling", help="time of one scheduling decision at 10 to 1,000 endpoints"
+    )
+    sched.add_argument(
+        "--endpoints",
+        type=_counts,
+        default=(10, 100, 1000),
+        help="comma-separated endpoint counts, e.g. 10,100,1000",
+    )
+    sched.add_argument("--decisions", type=int, default=2000, help="timed, per scenario and size")
+    sched.add_argument("--warmup", type=int, default=200, help="untimed, before each run")
+    sched.add_argument("--seed", type=int, default=0)
+    sched.add_argument("--json", type=Path, help="also write the rows here")
     return parser
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of integers: {text!r}"
+        ) from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"endpoint counts must be positive: {text!r}")
+    return counts
 
 
 async def _capacity(args: argparse.Namespace) -> list[sim_capacity.CapacityRun]:
@@ -100,6 +125,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(router_overhead.against_floor(phases))
         if args.json:
             args.json.write_text(json.dumps([dataclasses.asdict(p) for p in phases], indent=2))
+    elif args.command == "scheduling":
+        rows = scheduling.measure_all(
+            args.endpoints, args.decisions, seed=args.seed, warmup=args.warmup
+        )
+        print(scheduling.table(rows))
+        print()
+        print(scheduling.verdict(rows))
+        if args.json:
+            args.json.write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
     elif args.command == "metrics-render":
         cost = metrics_render.measure(args.rounds)
         print(

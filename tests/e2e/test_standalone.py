@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 Mode = Literal["buffered", "full-duplex"]
 MODES: list[Mode] = ["buffered", "full-duplex"]
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
+LEAST_LOADED = (
+    "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+    "plugins: [{type: active-request-scorer}]\n"
+)
 
 
 def sdk(url: str) -> openai.AsyncOpenAI:
@@ -63,7 +67,9 @@ async def test_openai_sdk_through_envoy(start_stack: StartStack, mode: Mode):
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_concurrent_requests_spread_over_the_servers(start_stack: StartStack, mode: Mode):
-    stack = await start_stack(mode=mode, sim={"time-scale": 1.0})
+    stack = await start_stack(
+        mode=mode, sim={"time-scale": 1.0}, router={"config_text": LEAST_LOADED}
+    )
     async with sdk(stack.url) as api:
 
         async def one(i: int) -> None:

@@ -43,6 +43,7 @@ from typing import Any, Final, Literal
 from llmd_router.headers import (
     DESTINATION,
     EXCHANGE_ID,
+    LB_NAMESPACE,
     RESPONSE_HEADERS,
     RESPONSE_HEADERS_NAMESPACE,
 )
@@ -148,6 +149,10 @@ def _ext_proc(config: ProxyConfig) -> dict[str, Any]:
         "processing_mode": dict(_MODES[config.mode]),
         "message_timeout": f"{config.decision_timeout_s:g}s",
         "failure_mode_allow": config.failure_mode == "open",
+        # Envoy drops the metadata a processor returns unless its namespace is listed here.
+        "metadata_options": {
+            "receiving_namespaces": {"untyped": [LB_NAMESPACE, RESPONSE_HEADERS_NAMESPACE]}
+        },
     }
     if config.failure_mode == "closed":
         typed["status_on_error"] = {"code": 503}
