@@ -11,6 +11,6 @@ class PreferLabelParams(Params, frozen=True):
 class PreferLabel(Plugin[PreferLabelParams]):
     Params = PreferLabelParams
 
-    def score(self, cycle, request, endpoints):  # type: ignore[no-untyped-def]
+    def score(self, cycle, request, endpoints):
         p = self.params
         return [1.0 if e.labels.get(p.label) == p.value else 0.0 for e in endpoints]

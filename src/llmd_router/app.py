@@ -1,11 +1,12 @@
 """The composition root: options in, a running router out.
 
 ``Router`` is the Endpoint Picker: endpoint store, the plugin pipeline built from the
-configuration, director, the ext-proc and health gRPC servers, and the metrics port (with the
+configuration, the director, the ext-proc and health gRPC servers, and the metrics port (with the
 debug pages). A configuration file is watched: when it changes (or on ``reload()``, which the CLI
 calls on SIGHUP) the new configuration is built and checked completely, then swapped in one
-assignment; one that fails keeps the old one serving. ``Standalone`` adds the Envoy it configures and supervises.
-Nothing here is global: every object is built from the options and owned by its parent.
+assignment; one that fails keeps the old one serving. ``Standalone`` adds the Envoy it
+configures and supervises. Nothing here is global: every object is built from the options and
+owned by its parent.
 
 Start order: metrics port, gRPC servers (not yet ready), then readiness once endpoints are known;
 for Standalone, the router first, then Envoy (so Envoy never sends to a router that is not
@@ -115,7 +116,7 @@ class Router:
         debug: dict[str, Any] = {
             "/debug/endpoints": lambda: self.store.describe(time.monotonic()),
             "/debug/plugins": self._describe_plugins,
-            "/debug/config": lambda: self.pipeline.resolved(),
+            "/debug/config": self._resolved_config,
         }
         if decisions is not None:
             debug["/debug/decisions"] = decisions.render
@@ -150,12 +151,15 @@ class Router:
             pipeline = self._build(self._load(), previous=self.pipeline)
         except ConfigError as exc:
             self.metrics.config_reloads.labels("error").inc()
-            _log.error("configuration not reloaded, the running one stays: %s", exc)  # noqa: TRY400
+            _log.error("configuration not reloaded, the running one stays: %s", exc)
             return False
         self.pipeline = self.director.pipeline = pipeline
         self.metrics.config_reloads.labels("success").inc()
         _log.info("configuration reloaded from %s", pipeline.loaded.source)
         return True
+
+    def _resolved_config(self) -> dict[str, Any]:
+        return self.pipeline.resolved()
 
     def _reload_on_change(self) -> None:
         self.reload()

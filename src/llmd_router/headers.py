@@ -13,11 +13,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONTENT_LENGTH",
+    "DEBUG",
+    "DECISION",
     "DESTINATION",
     "DESTINATION_SERVED",
     "DESTINATION_SUBSET",
-    "DEBUG",
-    "DECISION",
     "EXCHANGE_ID",
     "FAIRNESS_ID",
     "LB_NAMESPACE",
@@ -52,7 +52,7 @@ EXCHANGE_ID: Final = "x-llmd-exchange-id"
 # router (our buffered bootstrap), the router puts them in dynamic metadata under this namespace
 # and Envoy's route copies each named one onto the response.
 RESPONSE_HEADERS_NAMESPACE: Final = "llmd.response_headers"
-SESSION_TOKEN: Final = "x-session-token"
+SESSION_TOKEN: Final = "x-session-token"  # noqa: S105  a header name
 DECISION: Final = "x-llmd-decision"  # an explanation of the routing decision, on request
 RESPONSE_HEADERS: Final = (SESSION_TOKEN, DECISION)
 DEBUG: Final = "x-llmd-debug"  # "1" asks for the explanation (when the router allows it)

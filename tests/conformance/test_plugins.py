@@ -7,9 +7,12 @@ parameters it does not know, naming itself.
 
 from __future__ import annotations
 
+import base64
+import importlib.resources
 import json
 import math
 import random
+import sys
 from typing import Any
 
 import pytest
@@ -106,9 +109,6 @@ def test_every_plugin_builds_with_its_defaults_and_has_a_name(type_name: str):
 
 @pytest.mark.parametrize("type_name", [t.name for t in TYPES])
 def test_every_plugin_has_a_readme_and_a_docstring(type_name: str):
-    import importlib.resources
-    import sys
-
     entry = next(t for t in TYPES if t.name == type_name)
     module = sys.modules[entry.cls.__module__]
     assert module.__doc__, f"{type_name}: module docstring"
@@ -164,8 +164,6 @@ def situations(draw: st.DrawFn) -> tuple[list[Endpoint], CycleState, Any]:
     }
     headers = {}
     if draw(st.booleans()):
-        import base64
-
         target = draw(st.sampled_from(endpoints))
         headers["x-session-token"] = base64.b64encode(target.id.encode()).decode()
     request = parse_request("/v1/chat/completions", headers, json.dumps(body).encode(), "r")

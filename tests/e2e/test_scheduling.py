@@ -134,7 +134,8 @@ async def test_the_configuration_reloads_ten_times_under_load(
             await asyncio.sleep(0.2)
             if i % 3 == 2:  # an invalid version first: it must be refused, nothing else changes
                 path.write_text(broken)
-                await wait_for(lambda: reloads.labels("error")._value.get() >= i // 3 + 1)
+                errors = i // 3 + 1
+                await wait_for(lambda errors=errors: reloads.labels("error")._value.get() >= errors)
             path.write_text(configs[(i + 1) % 2] + f"# version {i}\n")
             await wait_for(lambda i=i: reloads.labels("success")._value.get() >= i + 1)
         await asyncio.sleep(0.2)
@@ -148,8 +149,8 @@ async def test_the_configuration_reloads_ten_times_under_load(
     assert all(e.inflight == 0 for e in router.store.all())
 
 
-async def wait_for(condition, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for(condition, within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.02)

@@ -17,7 +17,12 @@ import msgspec
 import yaml
 
 from llmd_router.config.errors import ConfigError
-from llmd_router.config.schema import API_VERSION, API_VERSION_DEPRECATED, KIND, EndpointPickerConfig
+from llmd_router.config.schema import (
+    API_VERSION,
+    API_VERSION_DEPRECATED,
+    KIND,
+    EndpointPickerConfig,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

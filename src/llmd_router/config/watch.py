@@ -51,5 +51,5 @@ async def watch_file(
             outcome = on_change()
             if outcome is not None:
                 await outcome
-        except Exception:  # the watcher must outlive a failing callback
+        except Exception:  # noqa: BLE001  the watcher must outlive a failing callback
             _log.exception("handling a change of %s failed", path)

@@ -151,9 +151,7 @@ def decode(message: pb.ProcessingRequest) -> Event | None:
 _OVERWRITE: Final = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
-def _mutation(
-    headers: Iterable[tuple[str, str]], remove: Iterable[str] = ()
-) -> pb.HeaderMutation:
+def _mutation(headers: Iterable[tuple[str, str]], remove: Iterable[str] = ()) -> pb.HeaderMutation:
     return pb.HeaderMutation(
         set_headers=[
             base_pb2.HeaderValueOption(

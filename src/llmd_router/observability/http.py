@@ -39,9 +39,7 @@ class MetricsServer:
 
     def _page(self, render: Callable[[], Any]) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.Response:
-            return web.Response(
-                body=msgspec.json.encode(render()), content_type="application/json"
-            )
+            return web.Response(body=msgspec.json.encode(render()), content_type="application/json")
 
         return handle
 

@@ -273,7 +273,8 @@ class Director:
             started = perf_counter()
             try:
                 producer.produce(cycle, request, candidates)
-            except Exception:  # as llm-d: a producer's failure is logged, the request goes on
+            # As llm-d: a producer's failure is logged and the request goes on without it.
+            except Exception:  # noqa: BLE001
                 _log.exception("data producer %r failed; scheduling without it", producer.name)
             observe(perf_counter() - started)
         for admitter, observe in pipeline.admitters:
@@ -293,7 +294,7 @@ class Director:
             started = perf_counter()
             try:
                 hook.pre_request(cycle, request, result)
-            except Exception:
+            except Exception:  # noqa: BLE001  a hook's bug must not lose the request
                 _log.exception("pre-request hook %r failed", hook.name)
             observe(perf_counter() - started)
         return result, len(candidates)
@@ -410,7 +411,7 @@ class Director:
                 started = perf_counter()
                 try:
                     hook.response_complete(record.request, record.result, completion)
-                except Exception:
+                except Exception:  # noqa: BLE001  settling must finish whatever a hook does
                     _log.exception("response hook %r failed", hook.name)
                 observe(perf_counter() - started)
             record.request = record.result = record.pipeline = None

@@ -77,9 +77,7 @@ def render_result(
         out["primaryProfile"] = result.primary
         out["profiles"] = {n: _profile(r, limit) for n, r in result.profiles.items()}
     if empty_profiles:
-        out["emptyProfiles"] = {
-            name: {"filteredBy": by} for name, by in empty_profiles.items()
-        }
+        out["emptyProfiles"] = {name: {"filteredBy": by} for name, by in empty_profiles.items()}
     return out
 
 

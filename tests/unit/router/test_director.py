@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from typing import ClassVar
 
 import pytest
 
@@ -12,7 +13,7 @@ from llmd_router.config import API_VERSION, load_config
 from llmd_router.datalayer import Endpoint, EndpointMetrics, EndpointStore
 from llmd_router.errors import BadRequest, Internal, ResourceExhausted, ServiceUnavailable
 from llmd_router.observability.metrics import RouterMetrics
-from llmd_router.parsing import Usage
+from llmd_router.parsing import Usage, parse_request
 from llmd_router.requestcontrol import Director, Ended, Outcome, subset_hint
 from llmd_router.requestcontrol.explain import DecisionLog
 from llmd_router.scheduling.framework.builder import build_pipeline
@@ -348,8 +349,6 @@ class SheddableParser:
         self.name = name
 
     def parse(self, path, headers, body, request_id):
-        from llmd_router.parsing import parse_request
-
         request = parse_request(path, headers, body, request_id)
         request.priority = -1
         return request
@@ -374,7 +373,7 @@ class BrokenProducer:
 class HeaderHook:
     """Adds, removes and answers headers, and records every completion it sees."""
 
-    completions: list = []
+    completions: ClassVar[list] = []
 
     def __init__(self, name, params):
         self.name = name

@@ -245,9 +245,7 @@ def build_pipeline(
     def listed(point: str, proto: type) -> tuple[tuple[Any, Observe], ...]:
         return tuple((x.instance, observed(point, x)) for x in b.of_kind(proto))
 
-    producers = tuple(
-        (x.instance, observed("DataProducer", x)) for x in _ordered_producers(b)
-    )
+    producers = tuple((x.instance, observed("DataProducer", x)) for x in _ordered_producers(b))
     return Pipeline(
         loaded=loaded,
         plugins=dict(b.plugins),
@@ -420,7 +418,7 @@ def _bind(b: _Builder) -> None:
             bind(instances)
         except ConfigError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  a user plugin's bind: report, do not crash
             raise ConfigError(f"plugin {built.name!r}: {type(exc).__name__}: {exc}") from None
 
 
@@ -436,10 +434,7 @@ def _ordered_producers(b: _Builder) -> list[BuiltPlugin]:
     while pending:
         for x in pending:
             needs = {
-                m
-                for k in _keys(x.instance, "consumes")
-                for m in makers.get(k, ())
-                if m != x.name
+                m for k in _keys(x.instance, "consumes") for m in makers.get(k, ()) if m != x.name
             }
             if needs <= done:
                 ordered.append(x)

@@ -176,9 +176,7 @@ class Decider(Protocol):
 
     name: str
 
-    def decide(
-        self, cycle: CycleState, request: InferenceRequest, primary: Endpoint
-    ) -> bool: ...
+    def decide(self, cycle: CycleState, request: InferenceRequest, primary: Endpoint) -> bool: ...
 
 
 # ---------------------------------------------------------------------------- request control

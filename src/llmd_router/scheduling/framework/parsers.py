@@ -40,8 +40,7 @@ class ParserSet:
             self.parsers += (parser,)
             if not parser.claims:
                 self.fallback = parser
-            for suffix in parser.claims:
-                claims.append((suffix.strip("/"), parser))
+            claims.extend((suffix.strip("/"), parser) for suffix in parser.claims)
         # Longest first; for equal suffixes the earlier parser wins.
         self._claims = sorted(claims, key=lambda c: -len(c[0]))
 

@@ -120,7 +120,7 @@ def _import_class(path: str, where: str) -> type[Any]:
         raise ConfigError(f"{where}: import path must be 'package.module:Class', got {path!r}")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  whatever the import raised, say it
         raise ConfigError(f"{where}: cannot import {module_name!r}: {exc}") from None
     target: Any = module
     for part in attr.split("."):
@@ -217,5 +217,5 @@ class Registry:
             return entry.cls(name, params)
         except ConfigError:
             raise
-        except Exception as exc:  # a user plugin's constructor: report, do not crash
+        except Exception as exc:  # noqa: BLE001  a user plugin's constructor: report it
             raise ConfigError(f"{where}: {type(exc).__name__}: {exc}") from None

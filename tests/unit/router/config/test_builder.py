@@ -160,7 +160,8 @@ def test_a_deprecated_alias_works_and_warns(caplog: pytest.LogCaptureFixture):
             "'queue-scorer' is not a saturation detector",
         ),
         (
-            "plugins: [{type: queue-scorer}]\nrequestHandler: {parsers: [{pluginRef: queue-scorer}]}\n",
+            "plugins: [{type: queue-scorer}]\n"
+            "requestHandler: {parsers: [{pluginRef: queue-scorer}]}\n",
             "plugin 'queue-scorer' is not a parser",
         ),
         ("dataLayer: {sources: [{pluginRef: scraper}]}\n", "dataLayer: plugin 'scraper'"),
@@ -204,17 +205,22 @@ def test_parsers_resolve_by_longest_suffix_and_the_fallback_ends_the_list():
 
 
 def test_a_rebuild_keeps_unchanged_plugins_and_replaces_changed_ones():
-    body = "plugins:\n- type: no-hit-lru-scorer\n- type: load-aware-scorer\n  parameters: {threshold: %d}\n"
+    body = (
+        "plugins:\n- type: no-hit-lru-scorer\n"
+        "- type: load-aware-scorer\n  parameters: {threshold: %d}\n"
+    )
     first = build(body % 10)
-    again = build_pipeline(
-        load_config(HEAD + body % 10), builtin_registry(), previous=first
+    again = build_pipeline(load_config(HEAD + body % 10), builtin_registry(), previous=first)
+    changed = build_pipeline(load_config(HEAD + body % 20), builtin_registry(), previous=first)
+    assert (
+        again.plugins["no-hit-lru-scorer"].instance is first.plugins["no-hit-lru-scorer"].instance
     )
-    changed = build_pipeline(
-        load_config(HEAD + body % 20), builtin_registry(), previous=first
+    assert (
+        again.plugins["load-aware-scorer"].instance is first.plugins["load-aware-scorer"].instance
     )
-    assert again.plugins["no-hit-lru-scorer"].instance is first.plugins["no-hit-lru-scorer"].instance
-    assert again.plugins["load-aware-scorer"].instance is first.plugins["load-aware-scorer"].instance
-    assert changed.plugins["no-hit-lru-scorer"].instance is first.plugins["no-hit-lru-scorer"].instance
+    assert (
+        changed.plugins["no-hit-lru-scorer"].instance is first.plugins["no-hit-lru-scorer"].instance
+    )
     assert (
         changed.plugins["load-aware-scorer"].instance
         is not first.plugins["load-aware-scorer"].instance

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,6 +14,9 @@ from llmd_router.config import (
     load_config,
     load_config_file,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 HEAD = f"apiVersion: {API_VERSION}\nkind: EndpointPickerConfig\n"
 
@@ -61,7 +64,10 @@ def test_the_deprecated_api_version_is_accepted():
         ("apiVersion: v1\nkind: EndpointPickerConfig\n", "apiVersion must be"),
         (f"apiVersion: {API_VERSION}\nkind: Pod\n", "kind must be 'EndpointPickerConfig'"),
         (HEAD + "pluginz: []\n", "unknown field `pluginz`"),
-        (HEAD + "plugins:\n- type: queue-scorer\n  weight: 2\n", "unknown field `weight` at plugins[0]"),
+        (
+            HEAD + "plugins:\n- type: queue-scorer\n  weight: 2\n",
+            "unknown field `weight` at plugins[0]",
+        ),
         (
             HEAD + "schedulingProfiles:\n- name: p\n  plugins:\n  - pluginRef: a\n    wieght: 1\n",
             "unknown field `wieght` at schedulingProfiles[0].plugins[0]",
