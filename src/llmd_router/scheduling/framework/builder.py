@@ -11,7 +11,8 @@ deterministic (configuration order wherever llm-d iterates a Go map):
    built from its type when no plugin has that name; the saturation detector
    (``utilization-detector`` unless named); a default producer for every data key some plugin
    consumes and none produces.
-3. Let plugins that refer to others by name (``bind``) find them.
+3. Let plugins that refer to others by name (``bind``) find them, and a profile handler that
+   names profiles (``check_profiles``) check that they exist.
 4. Wire: profiles get their filters, weighted scorers and picker; every plugin of a
    request-control kind joins that list, whether or not a profile names it. Producers are
    ordered so that each runs after the producers of what it consumes.
@@ -216,6 +217,9 @@ def build_pipeline(
 
     profiles = _profiles(b)
     handler = _handler(b, len(profiles))
+    check_profiles = getattr(handler.instance, "check_profiles", None)
+    if check_profiles is not None:  # a handler that names profiles checks they exist
+        check_profiles(list(profiles))
     parsers = _parsers(b)
     saturation = _saturation(b)
     _data_layer(b)

@@ -255,3 +255,20 @@ def test_the_default_pipeline_schedules():
     assert trace is not None
     assert [name for name, _, _ in trace.scorers] == ["queue-scorer", "kv-cache-utilization-scorer"]
     assert list(trace.totals) == [4.0, 4.0, 4.0]  # idle endpoints: 2*1 + 2*(1-0)
+
+
+DISAGG = (
+    "plugins:\n- type: prefill-filter\n- type: decode-filter\n- type: always-disagg-pd-decider\n"
+    "- type: disagg-profile-handler\n  parameters: {deciders: {prefill: always-disagg-pd-decider}}\n"
+    "schedulingProfiles:\n"
+    "- name: %s\n  plugins: [{pluginRef: prefill-filter}]\n"
+    "- name: decode\n  plugins: [{pluginRef: decode-filter}]\n"
+)
+
+
+def test_a_disaggregated_configuration_builds_and_names_a_missing_profile():
+    pipeline = build(DISAGG % "prefill")
+    assert sorted(pipeline.scheduler.profiles) == ["decode", "prefill"]
+    assert [h.name for h, _ in pipeline.pre_request] == ["disagg-profile-handler"]
+    message = fails(DISAGG % "prefil")
+    assert "the prefill stage runs profile 'prefill', which is not in schedulingProfiles" in message

@@ -49,7 +49,7 @@ from llmd_router.scheduling.framework import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Collection, Mapping, Sequence
 
     from llmd_router.datalayer.endpoints import Endpoint
     from llmd_router.parsing.request import InferenceRequest
@@ -192,6 +192,20 @@ class DisaggProfileHandler(Plugin[DisaggProfileHandlerParams]):
     def bind(self, plugins: Mapping[str, object]) -> None:
         self._prefill_decider = self._decider(plugins, "prefill", self.stages.prefill_decider)
         self._encode_decider = self._decider(plugins, "encode", self.stages.encode_decider)
+
+    def check_profiles(self, names: Collection[str]) -> None:
+        """The decode profile must exist, and a stage with a decider needs its profile."""
+        where = f"plugin {self.name!r} (type {self.TYPE!r})"
+        s = self.stages
+        wanted = [("decode", s.decode)]
+        wanted += [("prefill", s.prefill)] if s.prefill_decider else []
+        wanted += [("encode", s.encode)] if s.encode_decider else []
+        for stage, profile in wanted:
+            if profile not in names:
+                raise ConfigError(
+                    f"{where}: the {stage} stage runs profile {profile!r}, which is not in "
+                    f"schedulingProfiles ({', '.join(sorted(names))})"
+                )
 
     def _decider(self, plugins: Mapping[str, object], stage: str, ref: str) -> Decider | None:
         if not ref:
