@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmd_router.config import ConfigError, LoadedConfig, load_config, load_config_file
-from llmd_router.config.watch import watch_file
+from llmd_router.config.watch import Fingerprint, fingerprint, watch_file
 from llmd_router.datalayer import Endpoint, EndpointStore
 from llmd_router.extproc.server import ExtProcServer, TlsConfig
 from llmd_router.extproc.servicer import AccessLogServicer, ExtProcServicer
@@ -88,6 +88,7 @@ class Router:
         self.store = EndpointStore(options.endpoints)
         self.metrics = RouterMetrics(options.pool_name)
         self.registry = builtin_registry()
+        self._config_seen: Fingerprint = None
         self.pipeline = self._build(self._load(), previous=None)  # ConfigError: refuse to start
         decisions = DecisionLog(options.explain_decisions) if options.explain_decisions else None
         self.director = Director(
@@ -128,6 +129,7 @@ class Router:
 
     def _load(self) -> LoadedConfig:
         if self.options.config_file is not None:
+            self._config_seen = fingerprint(self.options.config_file)  # before reading it
             return load_config_file(self.options.config_file)
         return load_config(self.options.config_text)
 
@@ -190,6 +192,7 @@ class Router:
                     self.options.config_file,
                     self._reload_on_change,
                     interval_s=self.options.config_poll_s,
+                    seen=self._config_seen,
                 )
             )
         await self.grpc.set_ready(ready=len(self.store) > 0)

@@ -20,6 +20,12 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 
+LEAST_LOADED = (
+    "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+    "plugins: [{type: active-request-scorer}]\n"
+)
+
+
 async def start_router(*args: str) -> asyncio.subprocess.Process:
     return await start_module("llmd_router", *args)
 
@@ -117,6 +123,7 @@ async def standalone_serves(fleet: Fleet) -> None:
         *("standalone", "--endpoints", endpoints, "--port", "0", "--admin-port", "0"),
         *("--grpc-port", "0", "--grpc-health-port", "0", "--metrics-port", "0"),
         *("--host", "127.0.0.1"),
+        *("--config-text", LEAST_LOADED),
     )
     try:
         _, match = await read_until(process, r"listening on (http://\S+) \(2 endpoints\)")
@@ -145,6 +152,50 @@ async def standalone_serves(fleet: Fleet) -> None:
 )
 async def test_bad_endpoints_exit_with_a_message(args, message):
     process = await start_router(*args)
+    _, stderr = await process.communicate()
+    assert process.returncode == 2
+    assert message in stderr.decode()
+
+
+async def test_check_config_prints_the_configuration_as_it_runs(tmp_path):
+    path = tmp_path / "epp.yaml"
+    path.write_text(LEAST_LOADED)
+    process = await start_router("check-config", str(path))
+    stdout, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    text = stdout.decode()
+    assert f"# {path}: valid" in text
+    assert "added 'inflight-load-producer' (system default)" in text
+    assert "profileHandler: single-profile-handler" in text
+    assert "pluginRef: active-request-scorer" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("check-config", "CONFIG"),
+            "plugin 'queue-scorer' (type 'queue-scorer'): parameters: "
+            "Object contains unknown field `treshold`",
+        ),
+        (
+            ("epp", "--endpoints", "127.0.0.1:1", "--config-file", "CONFIG"),
+            "invalid configuration",
+        ),
+        (("check-config", "MISSING"), "cannot read"),
+    ],
+)
+async def test_an_invalid_configuration_exits_non_zero_naming_the_fault(tmp_path, args, message):
+    path = tmp_path / "epp.yaml"
+    path.write_text(
+        "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+        "plugins: [{type: queue-scorer, parameters: {treshold: 1}}]\n"
+    )
+    real = [
+        str(path) if a == "CONFIG" else str(tmp_path / "nope.yaml") if a == "MISSING" else a
+        for a in args
+    ]
+    process = await start_router(*real)
     _, stderr = await process.communicate()
     assert process.returncode == 2
     assert message in stderr.decode()

@@ -38,9 +38,13 @@ async def watch_file(
     on_change: Callable[[], Awaitable[None] | None],
     *,
     interval_s: float = 1.0,
+    seen: Fingerprint = None,
 ) -> None:
-    """Call ``on_change`` after each change of ``path``, until cancelled."""
-    seen = fingerprint(path)
+    """Call ``on_change`` after each change of ``path``, until cancelled. ``seen`` is the
+    fingerprint of the version already loaded (taken before reading it), so that a change made
+    before this task first runs is not missed."""
+    if seen is None:
+        seen = fingerprint(path)
     while True:
         await asyncio.sleep(interval_s)
         now = fingerprint(path)
