@@ -25,3 +25,9 @@ def test_every_type_and_every_missing_type_is_in_the_catalogue():
         assert f"`{entry.name}`" in text
     for name in registry.missing():
         assert f"| `{name}` |" in text
+
+
+def test_the_readme_lists_every_type_not_available_yet():
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    missing = [name for name in builtin_registry().missing() if f"`{name}`" not in readme]
+    assert not missing, f"README.md does not list: {missing}"
