@@ -160,7 +160,11 @@ class Director:
         candidates = 0
         try:
             parser = pipeline.parsers.resolve(path)
-            request = parser.parse(path, headers, body, request_id)
+            started = perf_counter()
+            try:
+                request = parser.parse(path, headers, body, request_id)
+            finally:
+                pipeline.parse_observers[parser.name](perf_counter() - started)
             model = self.metrics.models(request.model, request.target_model)
             started = self._clock()
             result, candidates = self._schedule(pipeline, cycle, request, metadata)

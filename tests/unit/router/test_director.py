@@ -456,3 +456,29 @@ def test_explanations_only_when_enabled_and_asked_for():
         assert candidate["total"] == weighted
     route(d)
     assert len(d.decisions.render()) == 2  # type: ignore[union-attr]  # the last N only
+
+
+def test_every_plugin_call_is_timed_under_both_names():
+    metrics = RouterMetrics()
+    built = build_pipeline(
+        load_config(HEAD + LEAST_LOADED), builtin_registry(), timer=metrics.plugin_timer
+    )
+    d = Director(EndpointStore(endpoints()), built, metrics)
+    _, record = route(d)
+    d.settle(record, Outcome(decided=True))
+    for point, kind in [
+        ("RequestParsing", "openai-parser"),
+        ("DataProducer", "inflight-load-producer"),
+        ("Scorer", "active-request-scorer"),
+        ("Picker", "max-score-picker"),
+        ("ProfilePicker", "single-profile-handler"),
+        ("ProcessProfilesResults", "single-profile-handler"),
+        ("PreRequest", "inflight-load-producer"),
+        ("ResponseComplete", "inflight-load-producer"),
+    ]:
+        labels = {"extension_point": point, "plugin_type": kind, "plugin_name": kind}
+        for name in (
+            "llm_d_epp_plugin_duration_seconds",
+            "inference_extension_plugin_duration_seconds",
+        ):
+            assert metrics.registry.get_sample_value(f"{name}_count", labels) == 1, (name, point)

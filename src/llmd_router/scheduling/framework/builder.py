@@ -109,6 +109,7 @@ class Pipeline:
     response_complete: tuple[tuple[ResponseComplete, Observe], ...]
     saturation: SaturationDetector
     notes: tuple[str, ...] = field(default=())
+    parse_observers: Mapping[str, Observe] = field(default_factory=dict)  # by parser name
 
     def resolved(self) -> dict[str, Any]:
         """The configuration as it runs: defaults filled in, parameters fully spelled out."""
@@ -263,6 +264,9 @@ def build_pipeline(
         response_complete=listed("ResponseComplete", ResponseComplete),
         saturation=saturation,
         notes=tuple(b.notes),
+        parse_observers={
+            p.name: observed("RequestParsing", b.plugins[p.name]) for p in parsers.parsers
+        },
     )
 
 
