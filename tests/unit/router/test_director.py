@@ -466,19 +466,22 @@ def test_every_plugin_call_is_timed_under_both_names():
     d = Director(EndpointStore(endpoints()), built, metrics)
     _, record = route(d)
     d.settle(record, Outcome(decided=True))
-    for point, kind in [
-        ("RequestParsing", "openai-parser"),
-        ("DataProducer", "inflight-load-producer"),
-        ("Scorer", "active-request-scorer"),
-        ("Picker", "max-score-picker"),
-        ("ProfilePicker", "single-profile-handler"),
-        ("ProcessProfilesResults", "single-profile-handler"),
-        ("PreRequest", "inflight-load-producer"),
-        ("ResponseComplete", "inflight-load-producer"),
+    for point, kind, calls in [
+        ("RequestParsing", "openai-parser", 1),
+        ("DataProducer", "inflight-load-producer", 1),
+        ("Scorer", "active-request-scorer", 1),
+        ("Picker", "max-score-picker", 1),
+        ("ProfilePicker", "single-profile-handler", 2),  # "run default", then "nothing more"
+        ("ProcessProfilesResults", "single-profile-handler", 1),
+        ("PreRequest", "inflight-load-producer", 1),
+        ("ResponseComplete", "inflight-load-producer", 1),
     ]:
         labels = {"extension_point": point, "plugin_type": kind, "plugin_name": kind}
         for name in (
             "llm_d_epp_plugin_duration_seconds",
             "inference_extension_plugin_duration_seconds",
         ):
-            assert metrics.registry.get_sample_value(f"{name}_count", labels) == 1, (name, point)
+            assert metrics.registry.get_sample_value(f"{name}_count", labels) == calls, (
+                name,
+                point,
+            )
