@@ -43,8 +43,9 @@ def reloads(r: Router, result: str) -> float:
 
 
 async def eventually(condition) -> None:
+    """Poll ``condition`` (a metric read: nothing to wait on) for up to five seconds."""
     async with asyncio.timeout(5):
-        while not condition():
+        while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
 

@@ -259,7 +259,8 @@ def test_the_default_pipeline_schedules():
 
 DISAGG = (
     "plugins:\n- type: prefill-filter\n- type: decode-filter\n- type: always-disagg-pd-decider\n"
-    "- type: disagg-profile-handler\n  parameters: {deciders: {prefill: always-disagg-pd-decider}}\n"
+    "- type: disagg-profile-handler\n"
+    "  parameters: {deciders: {prefill: always-disagg-pd-decider}}\n"
     "schedulingProfiles:\n"
     "- name: %s\n  plugins: [{pluginRef: prefill-filter}]\n"
     "- name: decode\n  plugins: [{pluginRef: decode-filter}]\n"
