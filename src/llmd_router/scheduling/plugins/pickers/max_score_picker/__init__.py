@@ -10,10 +10,9 @@ shuffled and sorted.
 from __future__ import annotations
 
 import heapq
-import random
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from llmd_router.scheduling.framework import Params, Plugin, Stability
+from llmd_router.scheduling.plugins.pickers import Picker
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -22,25 +21,14 @@ if TYPE_CHECKING:
     from llmd_router.parsing.request import InferenceRequest
     from llmd_router.scheduling.framework import CycleState
 
-__all__ = ["MaxScorePicker", "MaxScorePickerParams"]
+__all__ = ["MaxScorePicker"]
 
 
-class MaxScorePickerParams(Params, frozen=True):
-    max_num_of_endpoints: int = 1  # <= 0 means 1, as in llm-d
-
-
-class MaxScorePicker(Plugin[MaxScorePickerParams]):
+class MaxScorePicker(Picker):
     """The ``maxNumOfEndpoints`` highest-scored endpoints, best first; equal scores in random
     order."""
 
     TYPE: ClassVar[str] = "max-score-picker"
-    Params: ClassVar[type[Any]] = MaxScorePickerParams
-    STABILITY: ClassVar[Stability] = Stability.BETA
-
-    def __init__(self, name: str, params: MaxScorePickerParams) -> None:
-        super().__init__(name, params)
-        self.limit = max(1, params.max_num_of_endpoints)
-        self.rng = random.Random()
 
     def pick(
         self,

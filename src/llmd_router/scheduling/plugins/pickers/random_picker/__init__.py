@@ -6,10 +6,9 @@ size without replacement gives the same distribution without shuffling the whole
 
 from __future__ import annotations
 
-import random
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from llmd_router.scheduling.framework import Params, Plugin, Stability
+from llmd_router.scheduling.plugins.pickers import Picker
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -18,24 +17,13 @@ if TYPE_CHECKING:
     from llmd_router.parsing.request import InferenceRequest
     from llmd_router.scheduling.framework import CycleState
 
-__all__ = ["RandomPicker", "RandomPickerParams"]
+__all__ = ["RandomPicker"]
 
 
-class RandomPickerParams(Params, frozen=True):
-    max_num_of_endpoints: int = 1  # <= 0 means 1, as in llm-d
-
-
-class RandomPicker(Plugin[RandomPickerParams]):
+class RandomPicker(Picker):
     """``maxNumOfEndpoints`` distinct endpoints, uniformly at random, in random order."""
 
     TYPE: ClassVar[str] = "random-picker"
-    Params: ClassVar[type[Any]] = RandomPickerParams
-    STABILITY: ClassVar[Stability] = Stability.BETA
-
-    def __init__(self, name: str, params: RandomPickerParams) -> None:
-        super().__init__(name, params)
-        self.limit = max(1, params.max_num_of_endpoints)
-        self.rng = random.Random()
 
     def pick(
         self,

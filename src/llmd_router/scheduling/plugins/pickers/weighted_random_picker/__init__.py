@@ -14,10 +14,9 @@ places in random order (llm-d leaves their order to an unstable sort).
 from __future__ import annotations
 
 import heapq
-import random
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from llmd_router.scheduling.framework import Params, Plugin, Stability
+from llmd_router.scheduling.plugins.pickers import Picker
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -26,25 +25,14 @@ if TYPE_CHECKING:
     from llmd_router.parsing.request import InferenceRequest
     from llmd_router.scheduling.framework import CycleState
 
-__all__ = ["WeightedRandomPicker", "WeightedRandomPickerParams"]
+__all__ = ["WeightedRandomPicker"]
 
 
-class WeightedRandomPickerParams(Params, frozen=True):
-    max_num_of_endpoints: int = 1  # <= 0 means 1, as in llm-d
-
-
-class WeightedRandomPicker(Plugin[WeightedRandomPickerParams]):
+class WeightedRandomPicker(Picker):
     """``maxNumOfEndpoints`` distinct endpoints, each drawn with probability proportional to its
     score among those not yet drawn; uniform when no score is positive."""
 
     TYPE: ClassVar[str] = "weighted-random-picker"
-    Params: ClassVar[type[Any]] = WeightedRandomPickerParams
-    STABILITY: ClassVar[Stability] = Stability.BETA
-
-    def __init__(self, name: str, params: WeightedRandomPickerParams) -> None:
-        super().__init__(name, params)
-        self.limit = max(1, params.max_num_of_endpoints)
-        self.rng = random.Random()
 
     def pick(
         self,

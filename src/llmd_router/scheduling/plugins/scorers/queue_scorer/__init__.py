@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmd_router.scheduling.framework import Category, NoParams, Plugin, Stability
+from llmd_router.scheduling.plugins.scorers import fewer_is_better
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -34,11 +35,4 @@ class QueueScorer(Plugin[NoParams]):
     def score(
         self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
     ) -> Sequence[float]:
-        queues = [e.metrics.waiting_queue_size for e in endpoints]
-        if not queues:
-            return []
-        low, high = min(queues), max(queues)
-        if high == low:
-            return [1.0] * len(queues)
-        span = high - low
-        return [(high - q) / span for q in queues]
+        return fewer_is_better([e.metrics.waiting_queue_size for e in endpoints])

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmd_router.scheduling.framework import Category, NoParams, Plugin, Stability
+from llmd_router.scheduling.plugins.scorers import fewer_is_better
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,11 +34,4 @@ class RunningRequestsSizeScorer(Plugin[NoParams]):
     def score(
         self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
     ) -> Sequence[float]:
-        running = [e.metrics.running_requests for e in endpoints]
-        if not running:
-            return []
-        low, high = min(running), max(running)
-        if high == low:
-            return [1.0] * len(running)
-        span = high - low
-        return [(high - r) / span for r in running]
+        return fewer_is_better([e.metrics.running_requests for e in endpoints])
