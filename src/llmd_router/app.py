@@ -89,11 +89,11 @@ class Router:
         self.metrics = RouterMetrics(options.pool_name)
         self.registry = builtin_registry()
         self._config_seen: Fingerprint = None
-        self.pipeline = self._build(self._load(), previous=None)  # ConfigError: refuse to start
+        pipeline = self._build(self._load(), previous=None)  # ConfigError: refuse to start
         decisions = DecisionLog(options.explain_decisions) if options.explain_decisions else None
         self.director = Director(
             self.store,
-            self.pipeline,
+            pipeline,
             self.metrics,
             rng=random.Random(options.seed),
             honour_subset_hint=options.honour_subset_hint,
@@ -127,6 +127,11 @@ class Router:
 
     # ------------------------------------------------------------------ configuration
 
+    @property
+    def pipeline(self) -> Pipeline:
+        """The configuration serving requests (the director's; a reload replaces it)."""
+        return self.director.pipeline
+
     def _load(self) -> LoadedConfig:
         if self.options.config_file is not None:
             self._config_seen = fingerprint(self.options.config_file)  # before reading it
@@ -155,7 +160,7 @@ class Router:
             self.metrics.config_reloads.labels("error").inc()
             _log.error("configuration not reloaded, the running one stays: %s", exc)
             return False
-        self.pipeline = self.director.pipeline = pipeline
+        self.director.pipeline = pipeline
         self.metrics.config_reloads.labels("success").inc()
         _log.info("configuration reloaded from %s", pipeline.loaded.source)
         return True

@@ -58,6 +58,21 @@ def _flag_bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
+def _bool_flag(
+    group: argparse._ActionsContainer, flag: str, help_text: str, default: bool = False
+) -> None:
+    """``--flag``, ``--flag=true`` or ``--flag=false``, as llm-d's Go flags take them."""
+    group.add_argument(
+        flag,
+        type=_flag_bool,
+        nargs="?",
+        const=True,
+        default=default,
+        metavar="BOOL",
+        help=help_text,
+    )
+
+
 def _add_epp_flags(
     parser: argparse.ArgumentParser, *, secure_default: bool, ports: bool = True
 ) -> None:
@@ -76,38 +91,19 @@ def _add_epp_flags(
         group.add_argument("--grpc-port", type=int, default=9002, help="ext-proc gRPC port")
         group.add_argument("--grpc-health-port", type=int, default=9003, help="gRPC health port")
         group.add_argument("--metrics-port", type=int, default=9090, help="Prometheus port")
-    group.add_argument(
+    _bool_flag(
+        group,
         "--secure-serving",
-        type=_flag_bool,
-        nargs="?",
-        const=True,
+        f"TLS on the ext-proc port (default {str(secure_default).lower()})",
         default=secure_default,
-        metavar="BOOL",
-        help=f"TLS on the ext-proc port (default {str(secure_default).lower()})",
     )
     group.add_argument(
         "--cert-path",
         type=Path,
         help="directory with tls.crt and tls.key (default: a self-signed certificate)",
     )
-    group.add_argument(
-        "--health-checking",
-        type=_flag_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="BOOL",
-        help="also serve gRPC health on the ext-proc port",
-    )
-    group.add_argument(
-        "--disable-endpoint-subset-filter",
-        type=_flag_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="BOOL",
-        help="ignore the proxy's envoy.lb.subset_hint",
-    )
+    _bool_flag(group, "--health-checking", "also serve gRPC health on the ext-proc port")
+    _bool_flag(group, "--disable-endpoint-subset-filter", "ignore the proxy's envoy.lb.subset_hint")
     group.add_argument("--pool-name", default="", help="pool name (labels metrics)")
     group.add_argument("--pool-namespace", default="default", help="pool namespace")
     group.add_argument(
@@ -127,14 +123,10 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     )
     source.add_argument("--config-text", metavar="YAML", help="EndpointPickerConfig inline")
     _add_experimental_flag(group)
-    group.add_argument(
+    _bool_flag(
+        group,
         "--explain-decisions",
-        type=_flag_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="BOOL",
-        help="keep recent decisions for GET /debug/decisions on the metrics port, and answer "
+        "keep recent decisions for GET /debug/decisions on the metrics port, and answer "
         "requests carrying x-llmd-debug: 1 with an x-llmd-decision response header",
     )
     group.add_argument(
@@ -147,14 +139,10 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_experimental_flag(group: argparse._ActionsContainer) -> None:
-    group.add_argument(
+    _bool_flag(
+        group,
         "--allow-experimental-plugins",
-        type=_flag_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="BOOL",
-        help="allow plugins of Alpha stability (e.g. session-affinity-scorer)",
+        "allow plugins of Alpha stability (e.g. session-affinity-scorer)",
     )
 
 
@@ -227,15 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--epp-address", default="127.0.0.1:9002", help="where the router's ext-proc port is"
     )
-    config.add_argument(
-        "--epp-tls",
-        type=_flag_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="BOOL",
-        help="the router serves TLS",
-    )
+    _bool_flag(config, "--epp-tls", "the router serves TLS")
     source = config.add_mutually_exclusive_group()
     source.add_argument(
         "--endpoints", metavar="HOST:PORT[,...]", help="the pool, for --failure-mode open"

@@ -176,7 +176,12 @@ class Decider(Protocol):
 
     name: str
 
-    def decide(self, cycle: CycleState, request: InferenceRequest, primary: Endpoint) -> bool: ...
+    def decide(
+        self, cycle: CycleState, request: InferenceRequest, primary: Endpoint | None
+    ) -> bool:
+        """``primary`` is the endpoint the primary stage chose; None when the stage is decided
+        before any endpoint is chosen (prefill first)."""
+        ...
 
 
 # ---------------------------------------------------------------------------- request control

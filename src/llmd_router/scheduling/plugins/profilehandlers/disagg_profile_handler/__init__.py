@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from llmd_router.config import ConfigError
 from llmd_router.datalayer.endpoints import host_port
@@ -284,9 +284,8 @@ class DisaggProfileHandler(Plugin[DisaggProfileHandlerParams]):
             return (s.prefill,)
         if s.encode in profiles and s.encode not in results and s.encode not in skipped:
             decider = self._encode_decider
-            # llm-d gives the encode decider no endpoint in this order (none is chosen yet);
-            # the Decider contract types ``primary`` as an Endpoint, hence the cast.
-            if decider is not None and decider.decide(cycle, request, cast("Endpoint", None)):
+            # As llm-d: in this order no endpoint is chosen yet when the encode decider runs.
+            if decider is not None and decider.decide(cycle, request, None):
                 return (s.encode,)
             skipped.add(s.encode)
         return (s.decode,) if s.decode in profiles else ()
