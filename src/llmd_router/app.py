@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 from llmd_router.config import ConfigError, LoadedConfig, load_config, load_config_file
 from llmd_router.config.watch import Fingerprint, fingerprint, watch_file
 from llmd_router.datalayer import Endpoint, EndpointStore
+from llmd_router.datalayer.collector import Collector
+from llmd_router.datalayer.discovery import FileDiscovery, StaticDiscovery
 from llmd_router.extproc.server import ExtProcServer, TlsConfig
 from llmd_router.extproc.servicer import AccessLogServicer, ExtProcServicer
 from llmd_router.observability.http import MetricsServer
@@ -42,6 +44,8 @@ from llmd_router.scheduling.plugins.registry import builtin_registry
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from llmd_router.datalayer.interfaces import EndpointDiscovery
+
 __all__ = ["EnvoyOptions", "Router", "RouterOptions", "Standalone"]
 
 _log = logging.getLogger(__name__)
@@ -49,7 +53,16 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class RouterOptions:
+    # Where endpoints come from: a fixed list, a watched endpoints file, or (neither given)
+    # the configuration's dataLayer.discovery plugin.
     endpoints: tuple[Endpoint, ...] = ()
+    endpoints_file: Path | None = None
+    endpoints_poll_s: float = 0.25
+    # Model-server signals: polled every refresh interval with a timeout; an endpoint whose
+    # signals are older than the staleness threshold is not offered new requests.
+    refresh_metrics_interval_s: float = 0.05
+    metrics_timeout_s: float = 1.0
+    metrics_staleness_s: float = 2.0
     host: str = "0.0.0.0"
     grpc_port: int = 9002
     health_port: int = 9003
@@ -85,11 +98,23 @@ class EnvoyOptions:
 class Router:
     def __init__(self, options: RouterOptions) -> None:
         self.options = options
-        self.store = EndpointStore(options.endpoints)
+        self.store = EndpointStore()
         self.metrics = RouterMetrics(options.pool_name)
         self.registry = builtin_registry()
         self._config_seen: Fingerprint = None
         pipeline = self._build(self._load(), previous=None)  # ConfigError: refuse to start
+        self.discovery = self._discovery(pipeline)
+        self.collector = Collector(
+            pipeline.sources,
+            interval_s=options.refresh_metrics_interval_s,
+            timeout_s=options.metrics_timeout_s,
+            on_poll_error=self.metrics.poll_failed,
+            on_extract_error=self.metrics.extract_failed,
+        )
+        self._set_staleness(pipeline)
+        self.store.on_added = self._endpoint_added
+        self.store.on_removed = self._endpoint_removed
+        self._discovering: asyncio.Task[None] | None = None
         decisions = DecisionLog(options.explain_decisions) if options.explain_decisions else None
         self.director = Director(
             self.store,
@@ -124,6 +149,57 @@ class Router:
         self.metrics_server = MetricsServer(
             self.metrics.registry, host=options.host, port=options.metrics_port, debug=debug
         )
+
+    # ------------------------------------------------------------------ endpoints
+
+    def _discovery(self, pipeline: Pipeline) -> EndpointDiscovery:
+        options = self.options
+        named = options.endpoints or options.endpoints_file is not None
+        if named and pipeline.discovery is not None:
+            raise ConfigError(
+                f"dataLayer.discovery: endpoints come from plugin {pipeline.discovery.name!r} "
+                "and from --endpoints/--endpoints-file; name them in one place"
+            )
+        if options.endpoints_file is not None:
+            return FileDiscovery(options.endpoints_file, poll_s=options.endpoints_poll_s)
+        if pipeline.discovery is not None:
+            return pipeline.discovery
+        return StaticDiscovery(options.endpoints)
+
+    def _set_staleness(self, pipeline: Pipeline) -> None:
+        collecting = pipeline.collects_metrics and self.options.metrics_staleness_s > 0
+        self.store.staleness_s = self.options.metrics_staleness_s if collecting else None
+
+    def _endpoint_added(self, endpoint: Endpoint) -> None:
+        _log.info("endpoint %s (%s) added", endpoint.id, endpoint.key)
+        self.collector.watch(endpoint)
+        self.metrics.pool_size(len(self.store))
+
+    def _endpoint_removed(self, endpoint: Endpoint) -> None:
+        _log.info(
+            "endpoint %s (%s) removed; %d requests in flight there finish",
+            endpoint.id,
+            endpoint.key,
+            endpoint.inflight,
+        )
+        self.collector.unwatch(endpoint)
+        self.metrics.pool_size(len(self.store))
+
+    async def _start_discovery(self) -> None:
+        """Run discovery and wait for its first complete view of the pool. Whatever stops it
+        before then (an unreadable endpoints file) is raised."""
+        synced = asyncio.Event()
+        sink = _StoreSink(self.store, synced)
+        self._discovering = asyncio.create_task(self.discovery.run(sink), name="discovery")
+        waiter = asyncio.create_task(synced.wait())
+        done, _ = await asyncio.wait(
+            {self._discovering, waiter}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiter not in done:
+            waiter.cancel()
+            self._discovering.result()  # raises what stopped it
+            raise RuntimeError(f"discovery {self.discovery.name!r} ended before its first sync")
+        self._discovering.add_done_callback(_report_discovery_end)
 
     # ------------------------------------------------------------------ configuration
 
@@ -160,7 +236,14 @@ class Router:
             self.metrics.config_reloads.labels("error").inc()
             _log.error("configuration not reloaded, the running one stays: %s", exc)
             return False
+        if pipeline.discovery is not self.pipeline.discovery:
+            _log.warning(
+                "dataLayer.discovery changed: discovery is set up at start-up, restart the "
+                "router to use the new one; the running discovery stays"
+            )
         self.director.pipeline = pipeline
+        self.collector.replace_bindings(pipeline.sources)
+        self._set_staleness(pipeline)
         self.metrics.config_reloads.labels("success").inc()
         _log.info("configuration reloaded from %s", pipeline.loaded.source)
         return True
@@ -175,6 +258,8 @@ class Router:
         out: dict[str, Any] = {}
         for name, built in self.pipeline.plugins.items():
             entry: dict[str, Any] = {"type": built.type, "kinds": built.kinds()}
+            if any(b.source is built.instance for b in self.pipeline.sources):
+                entry["collector"] = self.collector.statistics()
             statistics = getattr(built.instance, "statistics", None)
             if callable(statistics):
                 entry["state"] = statistics()
@@ -186,6 +271,13 @@ class Router:
         try:
             await self.grpc.start()
         except BaseException:
+            await self.metrics_server.stop()
+            raise
+        try:
+            await self._start_discovery()
+        except BaseException:
+            await self._stop_data_layer()
+            await self.grpc.stop(0)
             await self.metrics_server.stop()
             raise
         self.metrics.pool_size(len(self.store))
@@ -200,7 +292,7 @@ class Router:
                     seen=self._config_seen,
                 )
             )
-        await self.grpc.set_ready(ready=len(self.store) > 0)
+        await self.grpc.set_ready(ready=True)
 
     async def _sweep(self) -> None:
         interval = min(60.0, self.options.max_pending_s / 4)
@@ -216,7 +308,43 @@ class Router:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._sweeper = self._watcher = None
+        await self._stop_data_layer()
         await self.metrics_server.stop()
+
+    async def _stop_data_layer(self) -> None:
+        if self._discovering is not None:
+            self._discovering.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._discovering
+            self._discovering = None
+        await self.collector.aclose()
+
+
+class _StoreSink:
+    """What discovery writes to: the store, and the first-sync handshake."""
+
+    def __init__(self, store: EndpointStore, synced: asyncio.Event) -> None:
+        self._store = store
+        self._synced = synced
+
+    def upsert(self, endpoint: Endpoint) -> None:
+        self._store.upsert(endpoint)
+
+    def delete(self, endpoint_id: str) -> None:
+        self._store.delete(endpoint_id)
+
+    def synced(self) -> None:
+        self._synced.set()
+
+
+def _report_discovery_end(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    _log.error(
+        "endpoint discovery stopped (%s); the endpoints known so far stay",
+        error if error is not None else "it returned",
+    )
 
 
 class Standalone:

@@ -37,7 +37,10 @@ from llmd_router.scheduling.plugins.registry import builtin_registry
 REGISTRY = builtin_registry()
 TYPES = [t for t in REGISTRY.types() if t.replaced_by is None]
 # Types that need parameters to be built at all.
-REQUIRED: dict[str, dict[str, Any]] = {"by-label": {"label": "tier", "allowsNoLabel": True}}
+REQUIRED: dict[str, dict[str, Any]] = {
+    "by-label": {"label": "tier", "allowsNoLabel": True},
+    "file-discovery": {"path": "endpoints.yaml"},
+}
 
 
 def create(type_name: str, params: dict[str, Any] | None = None) -> Any:

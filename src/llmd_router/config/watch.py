@@ -39,10 +39,12 @@ async def watch_file(
     *,
     interval_s: float = 1.0,
     seen: Fingerprint = None,
+    settle_s: float = 0.02,
 ) -> None:
     """Call ``on_change`` after each change of ``path``, until cancelled. ``seen`` is the
     fingerprint of the version already loaded (taken before reading it), so that a change made
-    before this task first runs is not missed."""
+    before this task first runs is not missed. A file still being written (its fingerprint
+    moves again within ``settle_s``) is waited for, a few times at most, before it is read."""
     if seen is None:
         seen = fingerprint(path)
     while True:
@@ -50,6 +52,12 @@ async def watch_file(
         now = fingerprint(path)
         if now == seen or now is None:
             continue
+        for _ in range(10):
+            await asyncio.sleep(settle_s)
+            again = fingerprint(path)
+            if again == now or again is None:
+                break
+            now = again
         seen = now
         try:
             outcome = on_change()

@@ -59,6 +59,7 @@ _SCHEDULING: Final = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0
 _REQUEST_BYTES: Final = tuple(float(64 * 4**i) for i in range(13))  # 64 B .. 1 GiB
 _RESPONSE_BYTES: Final = tuple(float(4**i) for i in range(9))  # 1 B .. 64 KiB
 _TOKENS: Final = tuple(float(4**i) for i in range(11))  # 1 .. 1,048,576
+_SIGNAL_AGE: Final = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 _CAP: Final = 1000
 _MODEL: Final = ("model_name", "target_model_name")
 
@@ -254,6 +255,36 @@ class RouterMetrics:
                 _SCHEDULING,
             ),
         )
+        self.poll_errors = _Pair(
+            counter(
+                "llm_d_epp_datalayer_poll_errors",
+                "Failed polls of an endpoint's data source.",
+                ("source_type",),
+            ),
+            counter(
+                "llm_d_inference_scheduler_datalayer_poll_errors",
+                "Failed polls of an endpoint's data source.",
+                ("source_type",),
+            ),
+        )
+        self.extract_errors = _Pair(
+            counter(
+                "llm_d_epp_datalayer_extract_errors",
+                "Extractions that could not read every signal they map.",
+                ("source_type", "extractor_type"),
+            ),
+            counter(
+                "llm_d_inference_scheduler_datalayer_extract_errors",
+                "Extractions that could not read every signal they map.",
+                ("source_type", "extractor_type"),
+            ),
+        )
+        self.signal_age = histogram(
+            "llmd_router_signal_age_seconds",
+            "Age of the chosen endpoint's model-server signals when it was chosen.",
+            (),
+            _SIGNAL_AGE,
+        )
         self.config_reloads = counter(
             "llmd_router_config_reloads",
             "Configuration reloads, by result (success or error).",
@@ -373,6 +404,14 @@ class RouterMetrics:
             old.observe(seconds)
 
         return observe
+
+    def poll_failed(self, source_type: str) -> None:
+        self.poll_errors.new.labels(source_type).inc()
+        self.poll_errors.old.labels(source_type).inc()
+
+    def extract_failed(self, source_type: str, extractor_type: str) -> None:
+        self.extract_errors.new.labels(source_type, extractor_type).inc()
+        self.extract_errors.old.labels(source_type, extractor_type).inc()
 
     def pool_size(self, endpoints: int) -> None:
         self.ready.new.labels(self.pool_name).set(endpoints)

@@ -180,6 +180,8 @@ class Director:
             raise
         endpoint = result.targets[0]
         endpoint.inflight += 1
+        if endpoint.metrics.updated_at > 0:
+            self.metrics.signal_age.observe(self._clock() - endpoint.metrics.updated_at)
         self.metrics.routed(
             model,
             request.fairness_id,
@@ -263,7 +265,7 @@ class Director:
     ) -> tuple[SchedulingResult, int]:
         """Candidates → admission → producers → admitters → scheduler → pre-request hooks."""
         subset = subset_hint(metadata) if self._honour_subset else None
-        candidates = self.store.candidates(subset)
+        candidates = self.store.candidates(subset, self._clock())
         if not candidates:
             raise ServiceUnavailable(
                 "failed to find endpoint candidates for serving the request",
@@ -308,7 +310,7 @@ class Director:
     ) -> tuple[Decision, RequestRecord]:
         """A request without a body: any endpoint of the pool (the subset hint is ignored, as
         in llm-d), chosen at random."""
-        endpoints = self.store.all()
+        endpoints = self.store.candidates(None, self._clock())
         model = self.metrics.models(None, None)
         if not endpoints:
             self.metrics.failed(model, "ServiceUnavailable", "default-flow", 0)

@@ -98,7 +98,7 @@ def test_subset_entries_match_by_address_and_port():
     assert [e.name for e in store.candidates(["10.0.0.1:8001"])] == ["b"]
     assert [e.name for e in store.candidates(["10.0.0.1"])] == ["a", "b"]
     assert [e.name for e in store.candidates(["[::1]:9000", "10.0.0.2"])] == ["c", "v6"]
-    assert store.candidates([]) == []
+    assert list(store.candidates([])) == []
     assert len(store.candidates(None)) == 4
 
 

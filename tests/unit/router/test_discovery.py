@@ -53,8 +53,9 @@ endpoints:
     address: 10.0.0.9
     port: "8000"
 """)
-    endpoints, errors = load_endpoints_file(path)
-    assert [(e.id, e.key) for e in endpoints] == [
+    loaded = load_endpoints_file(path)
+    errors = loaded.errors
+    assert [(e.id, e.key) for e in loaded.endpoints] == [
         ("default/vllm-0", "10.0.0.9:8000"),
         ("prod/vllm-1", "10.0.0.2:8001"),
     ]
@@ -62,6 +63,8 @@ endpoints:
     assert "endpoints[2]: port must be" in errors[0]
     assert "endpoints[3]: name is required" in errors[1]
     assert "default/vllm-0 is listed again" in errors[2]
+    assert loaded.invalid_ids == {"default/bad-port"}
+    assert loaded.unidentified  # the entry without a name
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,10 @@ deterministic (configuration order wherever llm-d iterates a Go map):
    else the deprecated ``parser``, else ``openai-parser`` then ``passthrough-parser``), each
    built from its type when no plugin has that name; the saturation detector
    (``utilization-detector`` unless named); a default producer for every data key some plugin
-   consumes and none produces.
-3. Let plugins that refer to others by name (``bind``) find them, and a profile handler that
+   consumes and none produces; unless ``dataLayer.injectDefaults: false``, a
+   ``metrics-data-source`` read by a ``core-metrics-extractor`` when no metrics source is bound.
+3. Check ``dataLayer``: every source is a data source, every extractor reads what its source
+   gives, the discovery plugin discovers endpoints. Let plugins that refer to others by name (``bind``) find them, and a profile handler that
    names profiles (``check_profiles``) check that they exist.
 4. Wire: profiles get their filters, weighted scorers and picker; every plugin of a
    request-control kind joins that list, whether or not a profile names it. Producers are
@@ -32,6 +34,9 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from llmd_router.config import ConfigError, LoadedConfig
+from llmd_router.config.schema import DataLayer
+from llmd_router.datalayer.collector import SourceBinding
+from llmd_router.datalayer.interfaces import EndpointDiscovery, Extractor, PollingSource
 from llmd_router.scheduling.framework.interfaces import (
     Admitter,
     DataProducer,
@@ -110,6 +115,17 @@ class Pipeline:
     saturation: SaturationDetector
     notes: tuple[str, ...] = field(default=())
     parse_observers: Mapping[str, Observe] = field(default_factory=dict)  # by parser name
+    sources: tuple[SourceBinding, ...] = ()  # what the collector polls, and who reads it
+    discovery: EndpointDiscovery | None = None  # dataLayer.discovery, when configured
+
+    @property
+    def collects_metrics(self) -> bool:
+        """Some bound extractor keeps ``endpoint.metrics`` up to date (freshness applies)."""
+        return any(
+            getattr(extractor, "updates_metrics", False)
+            for binding in self.sources
+            for extractor, _ in binding.extractors
+        )
 
     def resolved(self) -> dict[str, Any]:
         """The configuration as it runs: defaults filled in, parameters fully spelled out."""
@@ -137,6 +153,20 @@ class Pipeline:
             "profileHandler": self.scheduler.handler.name,
             "requestHandler": {"parsers": [{"pluginRef": p.name} for p in self.parsers.parsers]},
             "saturationDetector": {"pluginRef": self.saturation.name},
+            "dataLayer": {
+                "sources": [
+                    {
+                        "pluginRef": b.source.name,
+                        "extractors": [{"pluginRef": e.name} for e, _ in b.extractors],
+                    }
+                    for b in self.sources
+                ],
+                **(
+                    {"discovery": {"pluginRef": self.discovery.name}}
+                    if self.discovery is not None
+                    else {}
+                ),
+            },
             "requestControl": {
                 "dataProducers": [p.name for p, _ in self.producers],
                 "admitters": [p.name for p, _ in self.admitters],
@@ -223,7 +253,7 @@ def build_pipeline(
         check_profiles(list(profiles))
     parsers = _parsers(b)
     saturation = _saturation(b)
-    _data_layer(b)
+    sources, discovery = _data_layer(b)
     _default_producers(b)
     _bind(b)
 
@@ -267,6 +297,8 @@ def build_pipeline(
         parse_observers={
             p.name: observed("RequestParsing", b.plugins[p.name]) for p in parsers.parsers
         },
+        sources=sources,
+        discovery=discovery,
     )
 
 
@@ -381,17 +413,72 @@ def _saturation(b: _Builder) -> SaturationDetector:
     return built.instance
 
 
-def _data_layer(b: _Builder) -> None:
-    layer = b.loaded.config.data_layer
-    if layer is None:
-        return
-    refs = [s.plugin_ref for s in layer.sources]
-    refs += [e.plugin_ref for s in layer.sources for e in s.extractors]
+DEFAULT_METRICS_SOURCE: Final = "metrics-data-source"
+DEFAULT_METRICS_EXTRACTOR: Final = "core-metrics-extractor"
+
+
+def _data_layer(b: _Builder) -> tuple[tuple[SourceBinding, ...], EndpointDiscovery | None]:
+    """The sources with their extractors, and the discovery plugin, from ``dataLayer``.
+
+    As llm-d: unless ``injectDefaults: false``, a configuration that binds no
+    ``metrics-data-source`` gets one, with a ``core-metrics-extractor``. A plugin of those types
+    already in ``plugins`` is used rather than a second one built."""
+    layer = b.loaded.config.data_layer or DataLayer()
+    pairs: list[tuple[str, list[str]]] = [
+        (s.plugin_ref, [e.plugin_ref for e in s.extractors]) for s in layer.sources
+    ]
+    for ref, extractors in pairs:
+        for name in (ref, *extractors):
+            if name not in b.plugins:
+                raise ConfigError(f"dataLayer: plugin {name!r} is not in plugins")
+    bound = {b.plugins[ref].type for ref, _ in pairs}
+    if layer.inject_defaults and DEFAULT_METRICS_SOURCE not in bound:
+        source = _first_of_type(b, DEFAULT_METRICS_SOURCE)
+        extractor = _first_of_type(b, DEFAULT_METRICS_EXTRACTOR)
+        pairs.append((source.name, [extractor.name]))
+    bindings: list[SourceBinding] = []
+    seen: set[str] = set()
+    for ref, extractors in pairs:
+        if ref in seen:
+            raise ConfigError(f"dataLayer.sources: source {ref!r} is listed twice")
+        seen.add(ref)
+        source = b.plugins[ref]
+        if not isinstance(source.instance, PollingSource):
+            raise ConfigError(f"dataLayer.sources: plugin {ref!r} is not a data source")
+        bound_extractors = []
+        for name in extractors:
+            extractor = b.plugins[name]
+            if not isinstance(extractor.instance, Extractor):
+                raise ConfigError(f"dataLayer.sources: plugin {name!r} is not an extractor")
+            if extractor.instance.input != source.instance.output:
+                raise ConfigError(
+                    f"dataLayer.sources: extractor {name!r} reads {extractor.instance.input!r} "
+                    f"but source {ref!r} gives {source.instance.output!r}"
+                )
+            bound_extractors.append((extractor.instance, extractor.type))
+        bindings.append(SourceBinding(source.instance, source.type, tuple(bound_extractors)))
+    if not bindings:
+        b.notes.append("no data sources: model-server metrics are not collected")
+    discovery = None
     if layer.discovery is not None:
-        refs.append(layer.discovery.plugin_ref)
-    for ref in refs:
-        if ref not in b.plugins:
-            raise ConfigError(f"dataLayer: plugin {ref!r} is not in plugins")
+        ref = layer.discovery.plugin_ref
+        built = b.plugins.get(ref)
+        if built is None:
+            raise ConfigError(f"dataLayer.discovery: plugin {ref!r} is not in plugins")
+        if not isinstance(built.instance, EndpointDiscovery):
+            raise ConfigError(
+                f"dataLayer.discovery: plugin {ref!r} (type {built.type!r}) does not "
+                "discover endpoints"
+            )
+        discovery = built.instance
+    return tuple(bindings), discovery
+
+
+def _first_of_type(b: _Builder, type_name: str) -> BuiltPlugin:
+    for built in b.plugins.values():
+        if built.type == type_name:
+            return built
+    return b.ensure(type_name)
 
 
 def _keys(plugin: Any, attr: str) -> tuple[DataKey[Any], ...]:

@@ -10,6 +10,11 @@ from __future__ import annotations
 from typing import Final
 
 from llmd_router.scheduling.framework import INFLIGHT_LOAD, Registry
+from llmd_router.scheduling.plugins.datalayer.core_metrics_extractor import CoreMetricsExtractor
+from llmd_router.scheduling.plugins.datalayer.file_discovery import FileDiscoveryPlugin
+from llmd_router.scheduling.plugins.datalayer.metrics_data_source import MetricsDataSource
+from llmd_router.scheduling.plugins.datalayer.models_data_extractor import ModelsDataExtractor
+from llmd_router.scheduling.plugins.datalayer.models_data_source import ModelsDataSource
 from llmd_router.scheduling.plugins.filters.by_label import ByLabelFilter
 from llmd_router.scheduling.plugins.filters.decode_filter import DecodeFilter
 from llmd_router.scheduling.plugins.filters.encode_filter import EncodeFilter
@@ -62,7 +67,7 @@ __all__ = ["UNAVAILABLE", "builtin_registry", "register_builtin_plugins"]
 
 _PREFIX: Final = "arrives with prefix-cache routing"
 _FLOW: Final = "arrives with flow control"
-_DATA: Final = "arrives with the data layer (metrics scraping and discovery)"
+_K8S: Final = "arrives with Kubernetes discovery"
 _LATENCY: Final = "needs a latency predictor, not implemented yet"
 _LATER: Final = "not implemented yet"
 
@@ -86,13 +91,8 @@ UNAVAILABLE: Final = {
     "static-usage-limit-policy": _FLOW,
     "priority-holdback-policy": _FLOW,
     "soft-reflective-ceiling-policy": _FLOW,
-    "metrics-data-source": _DATA,
-    "core-metrics-extractor": _DATA,
-    "models-data-source": _DATA,
-    "models-data-extractor": _DATA,
-    "file-discovery": _DATA,
-    "endpoint-notification-source": _DATA,
-    "k8s-notification-source": _DATA,
+    "endpoint-notification-source": _K8S,
+    "k8s-notification-source": _K8S,
     "latency-scorer": _LATENCY,
     "predicted-latency-producer": _LATENCY,
     "latency-slo-admitter": _LATENCY,
@@ -166,6 +166,12 @@ def register_builtin_plugins(registry: Registry) -> None:
         # saturation detectors (also filters)
         UtilizationDetector,
         ConcurrencyDetector,
+        # data layer
+        MetricsDataSource,
+        CoreMetricsExtractor,
+        ModelsDataSource,
+        ModelsDataExtractor,
+        FileDiscoveryPlugin,
     ):
         registry.register(cls)
     registry.register(LabelSelectorFilter, aliases=("by-label-selector",))

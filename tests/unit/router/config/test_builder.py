@@ -48,7 +48,9 @@ def test_the_default_configuration_runs_llm_ds_default_profile():
     assert pipeline.saturation.name == "utilization-detector"
     injected = sorted(n for n, b in pipeline.plugins.items() if b.injected)
     assert injected == [
+        "core-metrics-extractor",
         "max-score-picker",
+        "metrics-data-source",
         "openai-parser",
         "passthrough-parser",
         "single-profile-handler",
