@@ -30,12 +30,14 @@ import yaml
 from llmd_router.app import EnvoyOptions, Router, RouterOptions, Standalone
 from llmd_router.cli.demo import run_demo
 from llmd_router.config import ConfigError, load_config, load_config_file
+from llmd_router.config.durations import parse_duration
 from llmd_router.datalayer import (
     Endpoint,
     EndpointsError,
     load_endpoints_file,
     parse_endpoint_list,
 )
+from llmd_router.datalayer.discovery import StaticDiscovery
 from llmd_router.proxy.bootstrap import ProxyConfig, build_bootstrap
 from llmd_router.proxy.supervisor import EnvoyError
 from llmd_router.scheduling.framework.builder import build_pipeline
@@ -56,6 +58,16 @@ def _flag_bool(value: str) -> bool:
     if lowered in {"false", "0", "no"}:
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _duration(value: str) -> float:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is negative")
+    return seconds
 
 
 def _bool_flag(
@@ -85,7 +97,30 @@ def _add_epp_flags(
         "--endpoints-file",
         type=Path,
         metavar="FILE",
-        help="model servers in llm-d's endpoints-file format",
+        help="model servers in llm-d's endpoints-file format, watched for changes "
+        "(or configure the file-discovery plugin under dataLayer.discovery)",
+    )
+    group.add_argument(
+        "--refresh-metrics-interval",
+        type=_duration,
+        default="50ms",
+        metavar="DURATION",
+        help="how often each endpoint's metrics are polled (default 50ms, the minimum)",
+    )
+    group.add_argument(
+        "--metrics-staleness-threshold",
+        type=_duration,
+        default="2s",
+        metavar="DURATION",
+        help="an endpoint whose metrics are older is not offered new requests, unless no "
+        "endpoint is fresh (default 2s; 0 turns this off)",
+    )
+    group.add_argument(
+        "--metrics-timeout",
+        type=_duration,
+        default="1s",
+        metavar="DURATION",
+        help="time limit of one poll of an endpoint (default 1s)",
     )
     if ports:
         group.add_argument("--grpc-port", type=int, default=9002, help="ext-proc gRPC port")
@@ -229,24 +264,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _endpoints(args: argparse.Namespace, *, required: bool) -> tuple[Endpoint, ...]:
+def _endpoints(args: argparse.Namespace) -> tuple[Endpoint, ...]:
+    """The endpoints named on the command line (``--endpoints-file`` is read by the router,
+    which watches it; here it is read once, for envoy-config)."""
     if args.endpoints:
         return tuple(parse_endpoint_list(args.endpoints))
     if args.endpoints_file:
-        endpoints, errors = load_endpoints_file(args.endpoints_file)
-        if errors:
-            raise EndpointsError("\n".join(errors))
-        return tuple(endpoints)
-    if required:
-        raise EndpointsError("name the model servers with --endpoints or --endpoints-file")
+        loaded = load_endpoints_file(args.endpoints_file)
+        for error in loaded.errors:
+            _log.error("endpoint skipped: %s", error)
+        return loaded.endpoints
     return ()
 
 
-def _router_options(
-    args: argparse.Namespace, endpoints: tuple[Endpoint, ...], **overrides: Any
-) -> RouterOptions:
+def _router_options(args: argparse.Namespace, **overrides: Any) -> RouterOptions:
+    interval = args.refresh_metrics_interval
+    if interval < 0.05:
+        _log.warning("--refresh-metrics-interval %gs is below 50ms; 50ms is used", interval)
+        interval = 0.05
     options = RouterOptions(
-        endpoints=endpoints,
+        endpoints=tuple(parse_endpoint_list(args.endpoints)) if args.endpoints else (),
+        endpoints_file=args.endpoints_file,
+        refresh_metrics_interval_s=interval,
+        metrics_staleness_s=args.metrics_staleness_threshold,
+        metrics_timeout_s=args.metrics_timeout,
         grpc_port=getattr(args, "grpc_port", 9002),
         health_port=getattr(args, "grpc_health_port", 9003),
         metrics_port=getattr(args, "metrics_port", 9090),
@@ -296,7 +337,8 @@ def _reload_on_hangup(router: Router) -> None:
 
 async def _run_epp(args: argparse.Namespace) -> None:
     stop = _stop_event()
-    router = Router(_router_options(args, _endpoints(args, required=True)))
+    router = Router(_router_options(args))
+    _require_endpoints(router)
     _reload_on_hangup(router)
     await router.start()
     _log.info(
@@ -315,7 +357,7 @@ async def _run_epp(args: argparse.Namespace) -> None:
 async def _run_standalone(args: argparse.Namespace) -> None:
     stop = _stop_event()
     app = Standalone(
-        _router_options(args, _endpoints(args, required=True)),
+        _router_options(args),
         EnvoyOptions(
             binary=args.envoy_binary,
             concurrency=args.envoy_concurrency,
@@ -323,6 +365,7 @@ async def _run_standalone(args: argparse.Namespace) -> None:
             proxy=_proxy_config(args),
         ),
     )
+    _require_endpoints(app.router)
     _reload_on_hangup(app.router)
     await app.start()
     print(f"llmd-router listening on {app.url} ({len(app.router.store)} endpoints)", flush=True)
@@ -330,6 +373,14 @@ async def _run_standalone(args: argparse.Namespace) -> None:
         await app.run(stop)
     finally:
         await app.stop()
+
+
+def _require_endpoints(router: Router) -> None:
+    if isinstance(router.discovery, StaticDiscovery) and not router.discovery.endpoints:
+        raise EndpointsError(
+            "name the model servers with --endpoints, --endpoints-file, or a discovery plugin "
+            "under dataLayer.discovery in the configuration"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -373,7 +424,7 @@ def _check_config(args: argparse.Namespace) -> None:
 
 def _print_envoy_config(args: argparse.Namespace) -> None:
     host, _, port = args.epp_address.rpartition(":")
-    pool = tuple((e.address, e.port) for e in _endpoints(args, required=False))
+    pool = tuple((e.address, e.port) for e in _endpoints(args))
     config = _proxy_config(
         args, epp_host=host or "127.0.0.1", epp_port=int(port), epp_tls=args.epp_tls, pool=pool
     )

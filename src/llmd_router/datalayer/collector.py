@@ -25,7 +25,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -153,14 +153,19 @@ class Collector:
     async def _poll(self, endpoint: Endpoint, binding: SourceBinding, failing: set[str]) -> None:
         source = binding.source
         self.polls += 1
+        error: str | None = None
+        data: Any = None
         try:
-            data = await source.poll(endpoint, self.timeout_s)
-        except asyncio.CancelledError:
-            raise
+            async with asyncio.timeout(self.timeout_s):
+                data = await source.poll(endpoint)
+        except TimeoutError:
+            error = f"no response within {self.timeout_s:g}s"
         except Exception as exc:  # noqa: BLE001  any failure of a source is that endpoint's
+            error = str(exc) or type(exc).__name__
+        if error is not None:
             self.poll_errors += 1
             self._on_poll_error(binding.source_type)
-            endpoint.signal_error = f"{source.name}: {exc}"
+            endpoint.signal_error = f"{source.name}: {error}"
             if source.name not in failing:
                 failing.add(source.name)
                 _log.warning(
@@ -169,7 +174,7 @@ class Collector:
                     endpoint.id,
                     endpoint.key,
                     source.name,
-                    exc,
+                    error,
                 )
             return
         if source.name in failing:

@@ -184,7 +184,10 @@ def load_endpoints_file(path: Path) -> EndpointsFile:
             )
         endpoints[endpoint.id] = endpoint
     return EndpointsFile(
-        tuple(endpoints.values()), tuple(errors), frozenset(invalid - endpoints.keys()), unidentified
+        tuple(endpoints.values()),
+        tuple(errors),
+        frozenset(invalid - endpoints.keys()),
+        unidentified,
     )
 
 
@@ -229,17 +232,18 @@ class FileDiscovery:
         sink.synced()
         if not self.watch:
             await asyncio.Event().wait()
-        await watch_file(
-            self.path, lambda: self._reload(sink), interval_s=self.poll_s, seen=seen
-        )
+        await watch_file(self.path, lambda: self._reload(sink), interval_s=self.poll_s, seen=seen)
 
     def _reload(self, sink: DiscoverySink) -> None:
         self.reloads += 1
         try:
             if self.path.stat().st_size == 0:
                 self.rejected_reloads += 1
-                _log.warning("endpoints file %s is empty; keeping the current endpoints "
-                             "(write endpoints: [] to remove them all)", self.path)
+                _log.warning(
+                    "endpoints file %s is empty; keeping the current endpoints "
+                    "(write endpoints: [] to remove them all)",
+                    self.path,
+                )
                 return
             loaded = load_endpoints_file(self.path)
         except (EndpointsError, OSError) as exc:
@@ -255,8 +259,10 @@ class FileDiscovery:
         gone = [i for i in self._known if i not in fresh]
         kept = [i for i in gone if i in loaded.invalid_ids]
         if kept:
-            _log.warning("endpoints %s are invalid in the new file; their last good version "
-                         "stays", ", ".join(kept))
+            _log.warning(
+                "endpoints %s are invalid in the new file; their last good version stays",
+                ", ".join(kept),
+            )
         gone = [i for i in gone if i not in loaded.invalid_ids]
         if gone and loaded.unidentified:
             _log.warning(

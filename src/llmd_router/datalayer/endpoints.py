@@ -83,7 +83,9 @@ class EndpointStore:
     signals beats refusing every request.
     """
 
-    def __init__(self, endpoints: Iterable[Endpoint] = (), *, staleness_s: float | None = None):
+    def __init__(
+        self, endpoints: Iterable[Endpoint] = (), *, staleness_s: float | None = None
+    ) -> None:
         self._by_id: dict[str, Endpoint] = {}
         self._by_key: dict[str, Endpoint] = {}
         self._list: tuple[Endpoint, ...] = ()
@@ -210,7 +212,9 @@ class EndpointStore:
         if self.staleness_s is None or not endpoints:
             return endpoints
         oldest = now - self.staleness_s
-        fresh = [e for e in endpoints if e.metrics.updated_at >= oldest and e.metrics.updated_at > 0]
+        fresh = [
+            e for e in endpoints if e.metrics.updated_at >= oldest and e.metrics.updated_at > 0
+        ]
         return fresh or endpoints
 
 

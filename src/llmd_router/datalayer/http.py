@@ -156,23 +156,20 @@ class HttpFetcher:
         self._connections: dict[tuple[str, int], _Connection] = {}
         self._requests: dict[tuple[str, int], bytes] = {}
 
-    async def get(self, host: str, port: int, timeout: float) -> bytes:
-        """The body of a 200 response. FetchError otherwise, or after ``timeout`` seconds."""
+    async def get(self, host: str, port: int) -> bytes:
+        """The body of a 200 response; FetchError otherwise. The caller bounds the time (a
+        cancelled or timed-out get closes the connection, whose state is then unknown)."""
         target = (host, port)
         try:
-            async with asyncio.timeout(timeout):
-                connection = self._connections.get(target)
-                if connection is None or not connection.reusable:
-                    connection = await self._connect(host, port)
-                    self._connections[target] = connection
-                status, body = await connection.get(self._request(host, port))
-        except TimeoutError:
-            self.forget(host, port)
-            raise FetchError(f"no response within {timeout:g}s") from None
+            connection = self._connections.get(target)
+            if connection is None or not connection.reusable:
+                connection = await self._connect(host, port)
+                self._connections[target] = connection
+            status, body = await connection.get(self._request(host, port))
         except OSError as exc:
             self.forget(host, port)
             raise FetchError(exc.strerror or str(exc) or type(exc).__name__) from None
-        except FetchError:
+        except BaseException:  # FetchError, or cancelled mid-response
             self.forget(host, port)
             raise
         if status != 200:

@@ -53,8 +53,9 @@ class PollingSource(Protocol):
     output: str  # what ``poll`` returns, e.g. "prometheus-text"
     interval_s: float | None  # its own period (a multiple of the base tick); None: every tick
 
-    async def poll(self, endpoint: Endpoint, timeout: float) -> Any:
-        """Fetch from ``endpoint``. Raises any Exception on failure (the message is logged)."""
+    async def poll(self, endpoint: Endpoint) -> Any:
+        """Fetch from ``endpoint``. Raises any Exception on failure (the message is logged).
+        The collector bounds the time; a cancelled poll must leave nothing half-done."""
         ...
 
     def forget(self, endpoint: Endpoint) -> None:

@@ -13,8 +13,9 @@ deterministic (configuration order wherever llm-d iterates a Go map):
    consumes and none produces; unless ``dataLayer.injectDefaults: false``, a
    ``metrics-data-source`` read by a ``core-metrics-extractor`` when no metrics source is bound.
 3. Check ``dataLayer``: every source is a data source, every extractor reads what its source
-   gives, the discovery plugin discovers endpoints. Let plugins that refer to others by name (``bind``) find them, and a profile handler that
-   names profiles (``check_profiles``) check that they exist.
+   gives, the discovery plugin discovers endpoints. Let plugins that refer to others by name
+   (``bind``) find them, and a profile handler that names profiles (``check_profiles``) check
+   that they exist.
 4. Wire: profiles get their filters, weighted scorers and picker; every plugin of a
    request-control kind joins that list, whether or not a profile names it. Producers are
    ordered so that each runs after the producers of what it consumes.

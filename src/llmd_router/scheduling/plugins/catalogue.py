@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from llmd_router.datalayer.interfaces import EndpointDiscovery, Extractor, PollingSource
 from llmd_router.scheduling.framework import (
     Admitter,
     DataProducer,
@@ -43,6 +44,9 @@ _KINDS = (
     ("response-complete", ResponseComplete),
     ("saturation detector", SaturationDetector),
     ("parser", Parser),
+    ("data source", PollingSource),
+    ("extractor", Extractor),
+    ("discovery plugin", EndpointDiscovery),
 )
 _SECTIONS = (
     "parser",
@@ -54,6 +58,9 @@ _SECTIONS = (
     "data producer",
     "admitter",
     "saturation detector",
+    "data source",
+    "extractor",
+    "discovery plugin",
 )
 
 

@@ -52,8 +52,8 @@ class HttpSource:
         self._fetcher = HttpFetcher(path, tls=context, accept=accept)
         self._port = port
 
-    async def fetch(self, endpoint: Endpoint, timeout: float) -> bytes:
-        return await self._fetcher.get(endpoint.address, self._port or endpoint.port, timeout)
+    async def fetch(self, endpoint: Endpoint) -> bytes:
+        return await self._fetcher.get(endpoint.address, self._port or endpoint.port)
 
     def forget(self, endpoint: Endpoint) -> None:
         self._fetcher.forget(endpoint.address, self._port or endpoint.port)

@@ -63,8 +63,8 @@ class MetricsDataSource(Plugin[MetricsDataSourceParams]):
             accept="text/plain;version=0.0.4",
         )
 
-    async def poll(self, endpoint: Endpoint, timeout: float) -> bytes:
-        return await self._http.fetch(endpoint, timeout)
+    async def poll(self, endpoint: Endpoint) -> bytes:
+        return await self._http.fetch(endpoint)
 
     def forget(self, endpoint: Endpoint) -> None:
         self._http.forget(endpoint)

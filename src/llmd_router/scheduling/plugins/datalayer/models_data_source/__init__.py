@@ -48,8 +48,8 @@ class ModelsDataSource(Plugin[ModelsDataSourceParams]):
             accept="application/json",
         )
 
-    async def poll(self, endpoint: Endpoint, timeout: float) -> bytes:
-        return await self._http.fetch(endpoint, timeout)
+    async def poll(self, endpoint: Endpoint) -> bytes:
+        return await self._http.fetch(endpoint)
 
     def forget(self, endpoint: Endpoint) -> None:
         self._http.forget(endpoint)
