@@ -55,9 +55,14 @@ async def test_a_debug_request_gets_its_decision_explained(start_stack: StartSta
         debug = f"http://127.0.0.1:{router.metrics_server.port}/debug"
         decisions = (await http.get(f"{debug}/decisions")).json()
         assert len(decisions) == 2 and decisions[0]["endpoint"] == explained["endpoint"]
-        endpoints = (await http.get(f"{debug}/endpoints")).json()
+        for _ in range(100):  # each simulator's /metrics is polled every 50 ms
+            endpoints = (await http.get(f"{debug}/endpoints")).json()
+            if all(e["fresh"] for e in endpoints):
+                break
+            await asyncio.sleep(0.02)
         assert {e["endpoint"] for e in endpoints} == keys
-        assert all(e["metricsAgeSeconds"] is None for e in endpoints)  # nothing scraped yet
+        assert all(0 <= e["metricsAgeSeconds"] < 2 and e["fresh"] for e in endpoints)
+        assert all(e["metrics"]["cacheBlockSize"] > 0 for e in endpoints)
         plugins = (await http.get(f"{debug}/plugins")).json()
         assert plugins["queue-scorer"]["kinds"] == ["Scorer"]
         config = (await http.get(f"{debug}/config")).json()

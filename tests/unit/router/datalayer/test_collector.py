@@ -1,0 +1,211 @@
+"""The collector: per-endpoint polling, failures, and the lifecycle of its tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from llmd_router.datalayer import Endpoint
+from llmd_router.datalayer.collector import Collector, SourceBinding
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+
+class FakeSource:
+    """Answers polls from a table the test edits; records what happened."""
+
+    output = "numbers"
+
+    def __init__(self, name: str = "fake", interval_s: float | None = None) -> None:
+        self.name = name
+        self.interval_s = interval_s
+        self.answers: dict[str, Any] = {}  # endpoint id -> value, or an Exception to raise
+        self.hang: set[str] = set()
+        self.polls: dict[str, int] = {}
+        self.forgotten: list[str] = []
+        self.closed = False
+
+    async def poll(self, endpoint: Endpoint) -> Any:
+        self.polls[endpoint.id] = self.polls.get(endpoint.id, 0) + 1
+        if endpoint.id in self.hang:
+            await asyncio.Event().wait()
+        answer = self.answers.get(endpoint.id, 1)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def forget(self, endpoint: Endpoint) -> None:
+        self.forgotten.append(endpoint.id)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class QueueExtractor:
+    """Writes the polled number as the waiting queue, or fails on negative numbers."""
+
+    name = "queue"
+    input = "numbers"
+
+    def extract(self, data: Any, endpoint: Endpoint, now: float) -> Sequence[str]:
+        if data < 0:
+            return [f"negative: {data}"]
+        endpoint.metrics = dataclasses.replace(
+            endpoint.metrics, waiting_queue_size=data, updated_at=now
+        )
+        return ()
+
+
+class Broken:
+    name = "broken"
+    input = "numbers"
+
+    def extract(self, data: Any, endpoint: Endpoint, now: float) -> Sequence[str]:
+        raise RuntimeError("bug")
+
+
+def bind(source: FakeSource, *extractors: Any) -> SourceBinding:
+    return SourceBinding(source, "fake-source", tuple((e, e.name) for e in extractors))
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+def ep(name: str, port: int = 8000) -> Endpoint:
+    return Endpoint(name=name, address="10.0.0.1", port=port)
+
+
+async def test_each_endpoint_is_polled_and_its_signals_updated():
+    source = FakeSource()
+    source.answers = {"default/a": 3, "default/b": 5}
+    collector = Collector([bind(source, QueueExtractor())], interval_s=0.01)
+    a, b = ep("a"), ep("b", 8001)
+    collector.watch(a)
+    collector.watch(b)
+    try:
+        await until(lambda: a.metrics.updated_at > 0 and b.metrics.updated_at > 0)
+        assert (a.metrics.waiting_queue_size, b.metrics.waiting_queue_size) == (3, 5)
+        before = source.polls["default/a"]
+        await until(lambda: source.polls["default/a"] >= before + 3)  # it keeps polling
+        assert a.signal_error == ""
+    finally:
+        await collector.aclose()
+    assert source.closed
+
+
+async def test_failed_polls_are_counted_and_keep_the_last_report():
+    source = FakeSource()
+    errors: list[str] = []
+    collector = Collector(
+        [bind(source, QueueExtractor())], interval_s=0.01, on_poll_error=errors.append
+    )
+    a = ep("a")
+    source.answers["default/a"] = 7
+    collector.watch(a)
+    try:
+        await until(lambda: a.metrics.waiting_queue_size == 7)
+        last = a.metrics.updated_at
+        source.answers["default/a"] = ConnectionRefusedError("connection refused")
+        await until(lambda: len(errors) >= 2)
+        assert a.metrics.updated_at <= last + 0.05  # at most one good poll raced the switch
+        frozen = a.metrics.updated_at
+        await until(lambda: len(errors) >= 4)
+        assert a.metrics.updated_at == frozen and a.metrics.waiting_queue_size == 7
+        assert errors[0] == "fake-source"
+        assert "connection refused" in a.signal_error
+        source.answers["default/a"] = 9  # recovers
+        await until(lambda: a.metrics.waiting_queue_size == 9)
+        assert a.metrics.updated_at > frozen
+    finally:
+        await collector.aclose()
+
+
+async def test_a_hung_poll_times_out_without_delaying_other_endpoints():
+    source = FakeSource()
+    source.hang.add("default/slow")
+    collector = Collector([bind(source, QueueExtractor())], interval_s=0.01, timeout_s=0.05)
+    slow, quick = ep("slow"), ep("quick", 8001)
+    collector.watch(slow)
+    collector.watch(quick)
+    try:
+        await until(lambda: source.polls.get("default/quick", 0) >= 10)
+        await until(lambda: "no response within 0.05s" in slow.signal_error)
+        assert slow.metrics.updated_at == 0
+    finally:
+        await collector.aclose()
+
+
+async def test_extraction_errors_are_counted_and_a_broken_extractor_does_not_stop_others():
+    source = FakeSource()
+    source.answers["default/a"] = 4
+    failures: list[tuple[str, str]] = []
+    collector = Collector(
+        [bind(source, Broken(), QueueExtractor())],
+        interval_s=0.01,
+        on_extract_error=lambda s, e: failures.append((s, e)),
+    )
+    a = ep("a")
+    collector.watch(a)
+    try:
+        await until(lambda: a.metrics.waiting_queue_size == 4 and bool(failures))
+        assert failures[0] == ("fake-source", "broken")
+        assert "RuntimeError: bug" in a.signal_error
+    finally:
+        await collector.aclose()
+
+
+async def test_unwatch_stops_polling_and_releases_the_connection():
+    source = FakeSource()
+    collector = Collector([bind(source, QueueExtractor())], interval_s=0.01)
+    a = ep("a")
+    collector.watch(a)
+    try:
+        await until(lambda: source.polls.get("default/a", 0) >= 2)
+        collector.unwatch(a)
+        assert source.forgotten == ["default/a"]
+        count = source.polls["default/a"]
+        await asyncio.sleep(0.05)
+        assert source.polls["default/a"] == count
+        assert collector.statistics()["endpoints"] == 0
+    finally:
+        await collector.aclose()
+
+
+async def test_a_source_with_its_own_interval_is_polled_less_often():
+    every_tick = FakeSource("every-tick")
+    slower = FakeSource("slower", interval_s=0.05)  # every 5th tick of 10 ms
+    collector = Collector([bind(every_tick, QueueExtractor()), bind(slower)], interval_s=0.01)
+    a = ep("a")
+    collector.watch(a)
+    try:
+        await until(lambda: every_tick.polls.get("default/a", 0) >= 20)
+        assert 2 <= slower.polls["default/a"] <= every_tick.polls["default/a"] // 5 + 1
+    finally:
+        await collector.aclose()
+
+
+async def test_new_bindings_apply_and_unbound_sources_are_closed():
+    old, new = FakeSource("old"), FakeSource("new")
+    collector = Collector([bind(old, QueueExtractor())], interval_s=0.01)
+    a = ep("a")
+    collector.watch(a)
+    try:
+        await until(lambda: old.polls.get("default/a", 0) >= 1)
+        collector.replace_bindings([bind(new, QueueExtractor())])
+        assert old.closed and not new.closed
+        await until(lambda: new.polls.get("default/a", 0) >= 2)
+        collector.replace_bindings([])  # nothing to poll: no tasks
+        assert new.closed
+        count = new.polls["default/a"]
+        await asyncio.sleep(0.05)
+        assert new.polls["default/a"] == count
+        renewed = FakeSource("renewed")
+        collector.replace_bindings([bind(renewed)])  # watched endpoints are polled again
+        await until(lambda: renewed.polls.get("default/a", 0) >= 1)
+    finally:
+        await collector.aclose()
