@@ -197,6 +197,8 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport.
         self._transport = cast("asyncio.Transport", transport)
+        if self._connections is not None:
+            self._connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self._rejected:

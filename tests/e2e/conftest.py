@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+import yaml
 
 from llmd_router.app import EnvoyOptions, RouterOptions, Standalone
 from llmd_router.datalayer import Endpoint
@@ -34,6 +37,17 @@ class Stack:
 StartStack = Callable[..., Awaitable[Stack]]
 
 
+def write_endpoints(path: Path, fleet: Fleet, count: int | None = None, skip: int = 0) -> None:
+    """The fleet's servers ``skip`` .. ``skip + count`` in llm-d's endpoints file, written the
+    way editors write (a new file renamed over the old one)."""
+    document = fleet.endpoints_document()
+    end = None if count is None else skip + count
+    document["endpoints"] = document["endpoints"][skip:end]
+    temp = path.with_suffix(".tmp")
+    temp.write_text(yaml.safe_dump(document))
+    os.replace(temp, path)
+
+
 @pytest.fixture
 async def start_stack() -> AsyncIterator[StartStack]:
     started: list[Stack] = []
@@ -46,7 +60,11 @@ async def start_stack() -> AsyncIterator[StartStack]:
         router: dict[str, Any] | None = None,
         proxy: dict[str, Any] | None = None,
         sim: dict[str, Any] | None = None,
+        endpoints_file: Path | None = None,
+        listed: int | None = None,
     ) -> Stack:
+        """``endpoints_file``: discover the servers from that file (the first ``listed`` of
+        them written to it) instead of a fixed list."""
         fleet = Fleet(
             build_fleet(
                 overrides={"preset": "tiny", "time-scale": 0.2, **(sim or {})},
@@ -56,9 +74,13 @@ async def start_stack() -> AsyncIterator[StartStack]:
         )
         await fleet.start()
         endpoints = tuple(Endpoint(f"sim-{s.index}", "127.0.0.1", s.port) for s in fleet.servers)
+        if endpoints_file is not None:
+            write_endpoints(endpoints_file, fleet, listed)
+            endpoints = ()
         app = Standalone(
             RouterOptions(
                 endpoints=endpoints,
+                endpoints_file=endpoints_file,
                 host="127.0.0.1",
                 grpc_port=0,
                 health_port=0,

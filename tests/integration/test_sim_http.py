@@ -339,3 +339,21 @@ async def test_full_queue_is_429(start_sim: StartSim):
         first.cancel()
         second.cancel()
         await asyncio.gather(first, second, return_exceptions=True)
+
+
+async def test_closing_the_server_cuts_kept_alive_connections(start_sim: StartSim):
+    # A stopped server must look stopped to a client holding a connection open (a scraper).
+    sim = await start_sim()
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+    try:
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        await sim.close()
+        async with asyncio.timeout(2):
+            rest = await reader.read()  # EOF (a body may precede it)
+        assert not rest.startswith(b"HTTP/1.1")
+        assert reader.at_eof()
+    finally:
+        writer.close()
