@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 import yaml
@@ -16,6 +15,9 @@ from llmd_router.datalayer import Endpoint
 from llmd_router.proxy.bootstrap import ProxyConfig
 from llmd_sim.config import build_fleet
 from llmd_sim.fleet import Fleet
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MODEL = "sim-tiny"
 

@@ -14,21 +14,15 @@ import httpx
 
 from llmd_sim.config import FaultConfig
 from tests.e2e.conftest import MODEL, write_endpoints
+from tests.waiting import eventually
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from pathlib import Path
 
     from tests.e2e.conftest import Stack, StartStack
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 STALE_S = 0.4
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def fresh_names(stack: Stack) -> set[str]:
@@ -48,7 +42,7 @@ async def test_a_killed_server_gets_no_new_requests_after_one_staleness_period(
     start_stack: StartStack,
 ):
     stack = await start_stack(servers=3, router={"metrics_staleness_s": STALE_S})
-    await until(lambda: fresh_names(stack) == {"sim-0", "sim-1", "sim-2"})
+    await eventually(lambda: fresh_names(stack) == {"sim-0", "sim-1", "sim-2"})
     await stack.fleet.servers[0].close()
     await asyncio.sleep(STALE_S + 0.1)  # one staleness period (and a poll of slack)
     assert fresh_names(stack) == {"sim-1", "sim-2"}
@@ -63,7 +57,7 @@ async def test_a_killed_server_gets_no_new_requests_after_one_staleness_period(
 
 async def test_a_server_whose_scrapes_fail_is_avoided_then_readmitted(start_stack: StartStack):
     stack = await start_stack(servers=3, router={"metrics_staleness_s": STALE_S})
-    await until(lambda: len(fresh_names(stack)) == 3)
+    await eventually(lambda: len(fresh_names(stack)) == 3)
     sick = stack.fleet.servers[0]
     sick.set_faults(FaultConfig(metrics="missing"))  # /metrics answers 404
     await asyncio.sleep(STALE_S + 0.1)
@@ -73,7 +67,7 @@ async def test_a_server_whose_scrapes_fail_is_avoided_then_readmitted(start_stac
         assert await send(http, stack, 20) == [200] * 20
         assert stack.served()[0] == before  # it still serves, but is not offered
         sick.set_faults(FaultConfig())
-        await until(lambda: "sim-0" in fresh_names(stack), timeout=2.0)
+        await eventually(lambda: "sim-0" in fresh_names(stack), within=2.0)
         assert await send(http, stack, 30) == [200] * 30
     # Idle servers tie, and ties are broken at random: 30 requests miss sim-0 with
     # probability (2/3)^30, about 5e-6.
@@ -93,7 +87,7 @@ async def test_a_server_added_to_the_endpoints_file_takes_traffic_within_a_secon
     assert sorted(e.name for e in router.store.all()) == ["sim-0", "sim-1"]
     write_endpoints(path, stack.fleet)  # all three
     edited = time.monotonic()
-    await until(lambda: "sim-2" in fresh_names(stack))
+    await eventually(lambda: "sim-2" in fresh_names(stack))
     assert time.monotonic() - edited < 1.0
     async with httpx.AsyncClient(timeout=10) as http:
         assert await send(http, stack, 30) == [200] * 30
@@ -105,7 +99,7 @@ async def test_a_removed_server_finishes_its_requests_and_gets_no_new_ones(
 ):
     path = tmp_path / "endpoints.yaml"
     stack = await start_stack(servers=3, endpoints_file=path, listed=1)  # only sim-0
-    await until(lambda: fresh_names(stack) == {"sim-0"})
+    await eventually(lambda: fresh_names(stack) == {"sim-0"})
     long_chat = {**CHAT, "max_tokens": 200, "stream": True}
     async with httpx.AsyncClient(timeout=30) as http:
         async with http.stream(
@@ -116,8 +110,8 @@ async def test_a_removed_server_finishes_its_requests_and_gets_no_new_ones(
             first = await anext(chunks)
             assert first
             write_endpoints(path, stack.fleet, count=2, skip=1)  # sim-0 leaves, 1 and 2 come
-            await until(lambda: "sim-0" not in {e.name for e in stack.app.router.store.all()})
-            await until(lambda: fresh_names(stack) == {"sim-1", "sim-2"})
+            await eventually(lambda: "sim-0" not in {e.name for e in stack.app.router.store.all()})
+            await eventually(lambda: fresh_names(stack) == {"sim-1", "sim-2"})
             new = await send(http, stack, 10)
             rest = b"".join([chunk async for chunk in chunks])
         assert b"[DONE]" in first + rest  # the request on the removed server finished

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from llmd_router.datalayer import Endpoint
 from llmd_router.datalayer.collector import Collector, SourceBinding
+from tests.waiting import eventually
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
 
 class FakeSource:
@@ -70,12 +71,6 @@ def bind(source: FakeSource, *extractors: Any) -> SourceBinding:
     return SourceBinding(source, "fake-source", tuple((e, e.name) for e in extractors))
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.005)
-
-
 def ep(name: str, port: int = 8000) -> Endpoint:
     return Endpoint(name=name, address="10.0.0.1", port=port)
 
@@ -88,10 +83,10 @@ async def test_each_endpoint_is_polled_and_its_signals_updated():
     collector.watch(a)
     collector.watch(b)
     try:
-        await until(lambda: a.metrics.updated_at > 0 and b.metrics.updated_at > 0)
+        await eventually(lambda: a.metrics.updated_at > 0 and b.metrics.updated_at > 0)
         assert (a.metrics.waiting_queue_size, b.metrics.waiting_queue_size) == (3, 5)
         before = source.polls["default/a"]
-        await until(lambda: source.polls["default/a"] >= before + 3)  # it keeps polling
+        await eventually(lambda: source.polls["default/a"] >= before + 3)  # it keeps polling
         assert a.signal_error == ""
     finally:
         await collector.aclose()
@@ -108,18 +103,18 @@ async def test_failed_polls_are_counted_and_keep_the_last_report():
     source.answers["default/a"] = 7
     collector.watch(a)
     try:
-        await until(lambda: a.metrics.waiting_queue_size == 7)
+        await eventually(lambda: a.metrics.waiting_queue_size == 7)
         last = a.metrics.updated_at
         source.answers["default/a"] = ConnectionRefusedError("connection refused")
-        await until(lambda: len(errors) >= 2)
+        await eventually(lambda: len(errors) >= 2)
         assert a.metrics.updated_at <= last + 0.05  # at most one good poll raced the switch
         frozen = a.metrics.updated_at
-        await until(lambda: len(errors) >= 4)
+        await eventually(lambda: len(errors) >= 4)
         assert a.metrics.updated_at == frozen and a.metrics.waiting_queue_size == 7
         assert errors[0] == "fake-source"
         assert "connection refused" in a.signal_error
         source.answers["default/a"] = 9  # recovers
-        await until(lambda: a.metrics.waiting_queue_size == 9)
+        await eventually(lambda: a.metrics.waiting_queue_size == 9)
         assert a.metrics.updated_at > frozen
     finally:
         await collector.aclose()
@@ -133,8 +128,8 @@ async def test_a_hung_poll_times_out_without_delaying_other_endpoints():
     collector.watch(slow)
     collector.watch(quick)
     try:
-        await until(lambda: source.polls.get("default/quick", 0) >= 10)
-        await until(lambda: "no response within 0.05s" in slow.signal_error)
+        await eventually(lambda: source.polls.get("default/quick", 0) >= 10)
+        await eventually(lambda: "no response within 0.05s" in slow.signal_error)
         assert slow.metrics.updated_at == 0
     finally:
         await collector.aclose()
@@ -152,7 +147,7 @@ async def test_extraction_errors_are_counted_and_a_broken_extractor_does_not_sto
     a = ep("a")
     collector.watch(a)
     try:
-        await until(lambda: a.metrics.waiting_queue_size == 4 and bool(failures))
+        await eventually(lambda: a.metrics.waiting_queue_size == 4 and bool(failures))
         assert failures[0] == ("fake-source", "broken")
         assert "RuntimeError: bug" in a.signal_error
     finally:
@@ -165,7 +160,7 @@ async def test_unwatch_stops_polling_and_releases_the_connection():
     a = ep("a")
     collector.watch(a)
     try:
-        await until(lambda: source.polls.get("default/a", 0) >= 2)
+        await eventually(lambda: source.polls.get("default/a", 0) >= 2)
         collector.unwatch(a)
         assert source.forgotten == ["default/a"]
         count = source.polls["default/a"]
@@ -183,7 +178,7 @@ async def test_a_source_with_its_own_interval_is_polled_less_often():
     a = ep("a")
     collector.watch(a)
     try:
-        await until(lambda: every_tick.polls.get("default/a", 0) >= 20)
+        await eventually(lambda: every_tick.polls.get("default/a", 0) >= 20)
         assert 2 <= slower.polls["default/a"] <= every_tick.polls["default/a"] // 5 + 1
     finally:
         await collector.aclose()
@@ -195,10 +190,10 @@ async def test_new_bindings_apply_and_unbound_sources_are_closed():
     a = ep("a")
     collector.watch(a)
     try:
-        await until(lambda: old.polls.get("default/a", 0) >= 1)
+        await eventually(lambda: old.polls.get("default/a", 0) >= 1)
         collector.replace_bindings([bind(new, QueueExtractor())])
-        assert old.closed and not new.closed
-        await until(lambda: new.polls.get("default/a", 0) >= 2)
+        assert (old.closed, new.closed) == (True, False)
+        await eventually(lambda: new.polls.get("default/a", 0) >= 2)
         collector.replace_bindings([])  # nothing to poll: no tasks
         assert new.closed
         count = new.polls["default/a"]
@@ -206,6 +201,6 @@ async def test_new_bindings_apply_and_unbound_sources_are_closed():
         assert new.polls["default/a"] == count
         renewed = FakeSource("renewed")
         collector.replace_bindings([bind(renewed)])  # watched endpoints are polled again
-        await until(lambda: renewed.polls.get("default/a", 0) >= 1)
+        await eventually(lambda: renewed.polls.get("default/a", 0) >= 1)
     finally:
         await collector.aclose()

@@ -11,9 +11,10 @@ import pytest
 
 from llmd_router.datalayer import Endpoint, EndpointsError
 from llmd_router.datalayer.discovery import FileDiscovery, StaticDiscovery
+from tests.waiting import eventually
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
 
@@ -48,18 +49,12 @@ def document(*entries: str) -> str:
     return "endpoints:\n" + "\n".join(entries) + "\n"
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
 @contextlib.asynccontextmanager
 async def running(discovery: FileDiscovery | StaticDiscovery) -> AsyncIterator[Sink]:
     sink = Sink()
     task = asyncio.create_task(discovery.run(sink))
     try:
-        await until(lambda: sink.synced_count == 1 or task.done())
+        await eventually(lambda: sink.synced_count == 1 or task.done())
         if task.done():
             task.result()
         yield sink
@@ -102,7 +97,7 @@ async def test_edits_are_applied_as_a_difference(tmp_path: Path):
         sink.events.clear()
         # b leaves, c arrives, a moves to a new port: written the way editors write.
         write_atomically(path, document(entry("a", "10.0.0.1", 9000), entry("c", "10.0.0.3")))
-        await until(lambda: "default/c" in sink.endpoints)
+        await eventually(lambda: "default/c" in sink.endpoints)
         assert sink.keys() == {"default/a": "10.0.0.1:9000", "default/c": "10.0.0.3:8000"}
         assert ("delete", "default/b") in sink.events
         sink.events.clear()
@@ -125,7 +120,7 @@ async def test_a_configmap_symlink_swap_is_seen(tmp_path: Path):
         (second / "endpoints.yaml").write_text(document(entry("b", "10.0.0.2")))
         (tmp_path / "..data_tmp").symlink_to(second.name)
         os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
-        await until(lambda: "default/b" in sink.endpoints)
+        await eventually(lambda: "default/b" in sink.endpoints)
         assert sink.keys() == {"default/b": "10.0.0.2:8000"}
 
 
@@ -139,7 +134,7 @@ async def test_an_entry_that_turns_bad_keeps_its_last_good_version(tmp_path: Pat
                 entry("a", "10.0.0.1", "eighty"), entry("b", "10.0.0.2"), entry("c", "10.0.0.3")
             ),
         )
-        await until(lambda: "default/c" in sink.endpoints)
+        await eventually(lambda: "default/c" in sink.endpoints)
         assert sink.keys()["default/a"] == "10.0.0.1:8000"  # still there, as it was
 
 
@@ -150,11 +145,11 @@ async def test_a_nameless_bad_entry_blocks_removals(tmp_path: Path):
         # The b entry lost its name (a typo): it might be b, so b is not removed.
         nameless = '- address: "10.0.0.2"\n  port: "8000"'
         write_atomically(path, document(entry("a", "10.0.0.1"), nameless, entry("c", "10.0.0.3")))
-        await until(lambda: "default/c" in sink.endpoints)
+        await eventually(lambda: "default/c" in sink.endpoints)
         assert set(sink.endpoints) == {"default/a", "default/b", "default/c"}
         # Fixed: b is really gone now.
         write_atomically(path, document(entry("a", "10.0.0.1"), entry("c", "10.0.0.3")))
-        await until(lambda: "default/b" not in sink.endpoints)
+        await eventually(lambda: "default/b" not in sink.endpoints)
 
 
 @pytest.mark.parametrize(
@@ -169,11 +164,11 @@ async def test_an_unusable_version_changes_nothing(tmp_path: Path, broken: str):
     async with running(discovery) as sink:
         sink.events.clear()
         write_atomically(path, broken)
-        await until(lambda: discovery.rejected_reloads >= 1)
+        await eventually(lambda: discovery.rejected_reloads >= 1)
         assert sink.events == [] and set(sink.endpoints) == {"default/a"}
         # An explicit empty list does remove everything.
         write_atomically(path, "endpoints: []\n")
-        await until(lambda: not sink.endpoints)
+        await eventually(lambda: not sink.endpoints)
 
 
 async def test_without_watching_the_file_is_read_once(tmp_path: Path):
