@@ -30,6 +30,7 @@ from llmd_router.config.watch import Fingerprint, fingerprint, watch_file
 from llmd_router.datalayer import Endpoint, EndpointStore
 from llmd_router.datalayer.collector import Collector
 from llmd_router.datalayer.discovery import FileDiscovery, StaticDiscovery
+from llmd_router.datalayer.objectives import ModelResources
 from llmd_router.extproc.server import ExtProcServer, TlsConfig
 from llmd_router.extproc.servicer import AccessLogServicer, ExtProcServicer
 from llmd_router.observability.http import MetricsServer
@@ -103,6 +104,8 @@ class Router:
         self.registry = builtin_registry()
         self._config_seen: Fingerprint = None
         pipeline = self._build(self._load(), previous=None)  # ConfigError: refuse to start
+        self.resources = ModelResources()
+        self.resources.replace(pipeline.loaded.objectives, pipeline.loaded.rewrites)
         self.discovery = self._discovery(pipeline)
         self.collector = Collector(
             pipeline.sources,
@@ -125,6 +128,7 @@ class Router:
             completion_source=options.completion_source,
             max_pending_s=options.max_pending_s,
             decisions=decisions,
+            resources=self.resources,
         )
         self._watcher: asyncio.Task[None] | None = None
         self.servicer = ExtProcServicer(self.director, max_body_bytes=options.max_body_bytes)
@@ -242,6 +246,7 @@ class Router:
                 "router to use the new one; the running discovery stays"
             )
         self.director.pipeline = pipeline
+        self.resources.replace(pipeline.loaded.objectives, pipeline.loaded.rewrites)
         self.collector.replace_bindings(pipeline.sources)
         self._set_staleness(pipeline)
         self.metrics.config_reloads.labels("success").inc()
@@ -249,7 +254,7 @@ class Router:
         return True
 
     def _resolved_config(self) -> dict[str, Any]:
-        return self.pipeline.resolved()
+        return {**self.pipeline.resolved(), "inferenceResources": self.resources.describe()}
 
     def _reload_on_change(self) -> None:
         self.reload()

@@ -417,6 +417,11 @@ def _check_config(args: argparse.Namespace) -> None:
         loaded, builtin_registry(), allow_experimental=args.allow_experimental_plugins
     )
     print(f"# {loaded.source}: valid")
+    if loaded.objectives or loaded.rewrites:
+        print(
+            f"# with {len(loaded.objectives)} InferenceObjective and "
+            f"{len(loaded.rewrites)} InferenceModelRewrite resources"
+        )
     for note in pipeline.notes:
         print(f"# {note}")
     print(yaml.safe_dump(pipeline.resolved(), sort_keys=False), end="")

@@ -1,22 +1,32 @@
 """Reading an EndpointPickerConfig from text (YAML or JSON; JSON is YAML) or a file.
 
 ``load_config`` returns the decoded document with llm-d's static defaults applied (a plugin's
-name defaults to its type) and its feature gates resolved. Plugin building and the system
-defaults (profile handler, picker, parsers) are the scheduler builder's job, where the plugin
-kinds are known. No configuration at all means ``DEFAULT_CONFIG``: llm-d's default profile less
+name defaults to its type) and its feature gates resolved. The text may hold further YAML
+documents after (or before) the ``EndpointPickerConfig``: ``InferenceObjective`` and
+``InferenceModelRewrite`` resources, as Kubernetes writes them (``config/resources.py``).
+Plugin building and the system defaults (profile handler, picker, parsers) are the scheduler
+builder's job, where the plugin kinds are known. No configuration at all means ``DEFAULT_CONFIG``: llm-d's default profile less
 its prefix-cache scorer, which this version does not have yet.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import yaml
 
 from llmd_router.config.errors import ConfigError
+from llmd_router.config.resources import (
+    OBJECTIVE_KIND,
+    RESOURCE_API_VERSIONS,
+    REWRITE_KIND,
+    InferenceModelRewrite,
+    InferenceObjective,
+)
 from llmd_router.config.schema import (
     API_VERSION,
     API_VERSION_DEPRECATED,
@@ -63,6 +73,8 @@ class LoadedConfig:
     source: str  # where it came from, for messages
     text: str
     is_default: bool = False
+    objectives: tuple[InferenceObjective, ...] = ()
+    rewrites: tuple[InferenceModelRewrite, ...] = ()
 
 
 def _gates(entries: list[str]) -> dict[str, bool]:
@@ -108,11 +120,55 @@ def load_config_file(path: Path) -> LoadedConfig:
 
 def _decode(text: str, source: str, *, is_default: bool) -> LoadedConfig:
     try:
-        document = yaml.safe_load(text)
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML or JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise ConfigError(f"{source}: the configuration must be a mapping (an object)")
+    configs: list[tuple[int, dict[str, object]]] = []
+    objectives: dict[str, InferenceObjective] = {}
+    rewrites: dict[str, InferenceModelRewrite] = {}
+    for index, document in enumerate(documents):
+        if not isinstance(document, dict):
+            raise ConfigError(f"{source}: the configuration must be a mapping (an object)")
+        kind = document.get("kind")
+        if kind in (OBJECTIVE_KIND, REWRITE_KIND):
+            where = f"{source}: document {index + 1} ({kind})"
+            resource = _resource(document, where)
+            found: dict[str, Any] = objectives if kind == OBJECTIVE_KIND else rewrites
+            if resource.metadata.name in found:
+                raise ConfigError(f"{where}: a second {kind} named {resource.metadata.name!r}")
+            found[resource.metadata.name] = resource
+        else:
+            configs.append((index, document))
+    if len(configs) != 1:
+        raise ConfigError(
+            f"{source}: expected one {KIND} document, found {len(configs)}"
+            + (" (other documents may only be InferenceObjective or InferenceModelRewrite)")
+        )
+    loaded = _decode_config(configs[0][1], source, text, is_default=is_default)
+    return dataclasses.replace(
+        loaded, objectives=tuple(objectives.values()), rewrites=tuple(rewrites.values())
+    )
+
+
+def _resource(document: dict[str, Any], where: str) -> InferenceObjective | InferenceModelRewrite:
+    api_version = document.get("apiVersion")
+    if api_version not in RESOURCE_API_VERSIONS:
+        raise ConfigError(
+            f"{where}: apiVersion must be one of {', '.join(RESOURCE_API_VERSIONS)}, "
+            f"got {api_version!r}"
+        )
+    schema: type[InferenceObjective | InferenceModelRewrite] = (
+        InferenceObjective if document.get("kind") == OBJECTIVE_KIND else InferenceModelRewrite
+    )
+    try:
+        return msgspec.convert(document, schema)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{where}: {_where(exc)}") from None
+
+
+def _decode_config(
+    document: dict[str, Any], source: str, text: str, *, is_default: bool
+) -> LoadedConfig:
     api_version = document.get("apiVersion")
     if api_version == API_VERSION_DEPRECATED:
         _log.warning("%s: apiVersion %s is deprecated; use %s", source, api_version, API_VERSION)

@@ -279,6 +279,18 @@ class RouterMetrics:
                 ("source_type", "extractor_type"),
             ),
         )
+        self.model_rewrites = _Pair(
+            counter(
+                "llm_d_epp_model_rewrite_decisions",
+                "Requests whose model an InferenceModelRewrite rule replaced.",
+                ("model_rewrite_name", "model_name", "target_model"),
+            ),
+            counter(
+                "inference_extension_model_rewrite_decisions",
+                "Requests whose model an InferenceModelRewrite rule replaced.",
+                ("model_rewrite_name", "model_name", "target_model"),
+            ),
+        )
         self.signal_age = histogram(
             "llmd_router_signal_age_seconds",
             "Age of the chosen endpoint's model-server signals when it was chosen.",
@@ -404,6 +416,11 @@ class RouterMetrics:
             old.observe(seconds)
 
         return observe
+
+    def model_rewritten(self, resource: str, model: str, target: str) -> None:
+        model, target = self._model(model), self._model(target)
+        self.model_rewrites.new.labels(resource, model, target).inc()
+        self.model_rewrites.old.labels(resource, model, target).inc()
 
     def poll_failed(self, source_type: str) -> None:
         self.poll_errors.new.labels(source_type).inc()

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Literal
 
+from llmd_router.datalayer.objectives import ModelResources
 from llmd_router.errors import Internal, ResourceExhausted, RouterError, ServiceUnavailable
 from llmd_router.headers import (
     CONTENT_LENGTH,
@@ -52,7 +53,8 @@ from llmd_router.headers import (
     REQUEST_ID,
     SUBSET_NAMESPACE,
 )
-from llmd_router.parsing import request_path
+from llmd_router.parsing import request_path, rewrite_model
+from llmd_router.parsing.request import ApiKind
 from llmd_router.requestcontrol.exchange import Decision, Ended, Outcome
 from llmd_router.requestcontrol.explain import DecisionLog, DecisionRecord, explanation_header
 from llmd_router.scheduling.framework import Completion, CycleState, SchedulingError
@@ -119,8 +121,11 @@ class Director:
         completion_source: CompletionSource = "stream",
         max_pending_s: float = 3600.0,
         decisions: DecisionLog | None = None,
+        resources: ModelResources | None = None,
     ) -> None:
         self.store = store
+        # Objectives and model rewrites (from the configuration; replaced on reload).
+        self.resources = resources if resources is not None else ModelResources()
         self.pipeline = pipeline
         self.metrics = metrics
         # Explanations are on when there is a log to keep them in.
@@ -165,6 +170,7 @@ class Director:
                 request = parser.parse(path, headers, body, request_id)
             finally:
                 pipeline.parse_observers[parser.name](perf_counter() - started)
+            self._apply_resources(request)
             model = self.metrics.models(request.model, request.target_model)
             started = self._clock()
             result, candidates = self._schedule(pipeline, cycle, request, metadata)
@@ -255,6 +261,19 @@ class Director:
             extra.append((EXCHANGE_ID, exchange_id))
             self._pending[exchange_id] = record
         return record
+
+    def _apply_resources(self, request: InferenceRequest) -> None:
+        """The model rewrite that applies to the request's model (it overrides the rewrite
+        header), then the priority of the objective it names (0 for a name no objective has;
+        without a name, the priority stays what the parser set)."""
+        if request.model and request.kind is not ApiKind.PASSTHROUGH:
+            choice = self.resources.rewrite(request.model, self._rng)
+            if choice is not None:
+                if choice.target != request.target_model:
+                    rewrite_model(request, choice.target)
+                self.metrics.model_rewritten(choice.resource, request.model, choice.target)
+        if request.objective:
+            request.priority = self.resources.priority(request.objective)
 
     def _schedule(
         self,

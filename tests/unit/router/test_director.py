@@ -11,6 +11,7 @@ import pytest
 
 from llmd_router.config import API_VERSION, load_config
 from llmd_router.datalayer import Endpoint, EndpointMetrics, EndpointStore
+from llmd_router.datalayer.objectives import ModelResources
 from llmd_router.errors import BadRequest, Internal, ResourceExhausted, ServiceUnavailable
 from llmd_router.observability.metrics import RouterMetrics
 from llmd_router.parsing import Usage, parse_request
@@ -485,3 +486,53 @@ def test_every_plugin_call_is_timed_under_both_names():
                 name,
                 point,
             )
+
+
+def resources_from(*documents: str) -> ModelResources:
+    loaded = load_config("\n---\n".join([HEAD + "plugins: []", *documents]))
+    store = ModelResources()
+    store.replace(loaded.objectives, loaded.rewrites)
+    return store
+
+
+BATCH = "apiVersion: llm-d.ai/v1alpha2\nkind: InferenceObjective\nmetadata: {name: batch}\n"
+BATCH += "spec: {priority: -1}"
+ALIAS = (
+    "apiVersion: llm-d.ai/v1alpha2\nkind: InferenceModelRewrite\nmetadata: {name: alias}\n"
+    "spec:\n  poolRef: {name: pool}\n  rules:\n  - matches: [{model: {value: m}}]\n"
+    "    targets: [{modelRewrite: m-v2}]\n"
+)
+
+
+@pytest.mark.parametrize("header", ["x-llm-d-inference-objective", "x-gateway-inference-objective"])
+def test_the_named_objective_sets_the_priority(header: str):
+    eps = endpoints()
+    d = director(eps, resources=resources_from(BATCH))
+    for e in eps:
+        e.metrics = EndpointMetrics(waiting_queue_size=50, kv_cache_usage=0.95, updated_at=1e12)
+    decision, _ = route(d)  # no objective: priority 0, admitted even when saturated
+    assert decision.destination
+    with pytest.raises(ResourceExhausted, match="sheddable request dropped"):
+        route(d, headers={**HEADERS, header: "batch"})
+    decision, _ = route(d, headers={**HEADERS, header: "unknown"})  # unknown: priority 0
+    assert decision.destination
+
+
+def test_a_rewrite_rule_replaces_the_model_and_overrides_the_header():
+    d = director(resources=resources_from(ALIAS))
+    decision, _ = route(d, headers={**HEADERS, "x-llm-d-model-name-rewrite": "from-header"})
+    assert json.loads(decision.body)["model"] == "m-v2"
+    assert decision.response_model == ("m-v2", "m")  # the client sees its own name back
+    assert (
+        sample(
+            d,
+            "llm_d_epp_model_rewrite_decisions_total",
+            model_rewrite_name="alias",
+            model_name="m",
+            target_model="m-v2",
+        )
+        == 1
+    )
+    other = json.dumps({"model": "x", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    decision, _ = route(d, body=other)
+    assert decision.body == other  # no rule for x: the original bytes go upstream

@@ -61,9 +61,11 @@ BUILTIN_ENGINES: Final = (
         queued_requests_spec="sglang:num_queue_reqs",
         running_requests_spec="sglang:num_running_reqs",
         kv_usage_spec="sglang:token_usage",
-        cache_info_spec="sglang:cache_config_info",
+        cache_info_spec="sglang:cache_config_info",  # SGLang before v0.5.12
         cache_block_size_label_name="page_size",
         cache_num_blocks_label_name="num_pages",
+        cache_block_size_spec="sglang:page_size",  # from v0.5.12, when the info gauge is gone
+        cache_num_blocks_spec="sglang:num_pages",
     ),
     EngineSpecs(
         "trtllm-serve",

@@ -6,6 +6,9 @@ others are still read. If at least one signal was read, the report counts as fre
 (``updated_at`` advances); if none was, it does not, so an endpoint whose page stops carrying
 its signals ages into staleness instead of looking idle. Values are never zeroed.
 
+KV block geometry comes from the info gauge's labels (vLLM's ``cache_config_info``) or, for
+engines without one or pages that lack it, from two plain gauges.
+
 The LoRA info gauge is the exception to "newest timestamp wins": vLLM adds a series at each change
 of its adapter sets, with the time of the change as the value, so the series with the largest
 value is the current one. A page without that family is not an error (vLLM without LoRA does
@@ -107,21 +110,39 @@ def extract(
             else:
                 if max_lora is not None:
                     changes["max_active_models"] = max_lora
+    # KV block geometry: from the info gauge's labels; from the two gauges when the engine has
+    # no info gauge, or when it has one but this page does not carry it (SGLang moved from
+    # one to the other), in which case the missing info gauge is not an error.
+    info_errors: list[str] = []
+    info = None
     if mapping.cache_info is not None:
-        info = series(mapping.cache_info)
-        if info is not None:
-            for label, field in (
-                (mapping.cache_block_size_label, "cache_block_size"),
-                (mapping.cache_num_blocks_label, "cache_num_blocks"),
-            ):
-                try:
-                    value = _label_int(info, label, mapping.cache_info)
-                except ValueError as exc:
-                    errors.append(str(exc))
-                    continue
-                changes[field] = value if value is not None else 0
-    gauge(mapping.cache_block_size, "cache_block_size", as_int=True)
-    gauge(mapping.cache_num_blocks, "cache_num_blocks", as_int=True)
+        found = reader.find(page, mapping.cache_info.name, errors)
+        info = mapping.cache_info.latest(found)
+        if info is None:
+            info_errors.append(
+                f"no series of {mapping.cache_info.name!r} matches {mapping.cache_info}"
+                if found
+                else f"metric family {mapping.cache_info.name!r} not found"
+            )
+    if info is not None and mapping.cache_info is not None:
+        for label, field in (
+            (mapping.cache_block_size_label, "cache_block_size"),
+            (mapping.cache_num_blocks_label, "cache_num_blocks"),
+        ):
+            try:
+                value = _label_int(info, label, mapping.cache_info)
+            except ValueError as exc:
+                errors.append(str(exc))
+                continue
+            changes[field] = value if value is not None else 0
+    elif mapping.cache_block_size is not None or mapping.cache_num_blocks is not None:
+        before = len(errors)
+        gauge(mapping.cache_block_size, "cache_block_size", as_int=True)
+        gauge(mapping.cache_num_blocks, "cache_num_blocks", as_int=True)
+        if len(errors) > before:
+            errors.extend(info_errors)
+    else:
+        errors.extend(info_errors)
     if not changes:
         return Extraction(previous, tuple(errors), updated=False)
     changes["updated_at"] = now

@@ -105,7 +105,13 @@ class SeriesReader:
                     found.append(found_one)
             elif found:
                 break  # past the group (a longer name sharing the prefix follows it)
-            pos = line_end + 1 if page.startswith(raw, line_end + 1) else -1
+            if page.startswith(raw, line_end + 1):
+                pos = line_end + 1
+            elif found:
+                break  # the group ended
+            else:  # only longer names so far: the family may come later
+                hit = page.find(b"\n" + raw, line_end)
+                pos = hit + 1 if hit >= 0 else -1
         return found
 
     def _parse(
