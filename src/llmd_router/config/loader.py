@@ -5,8 +5,9 @@ name defaults to its type) and its feature gates resolved. The text may hold fur
 documents after (or before) the ``EndpointPickerConfig``: ``InferenceObjective`` and
 ``InferenceModelRewrite`` resources, as Kubernetes writes them (``config/resources.py``).
 Plugin building and the system defaults (profile handler, picker, parsers) are the scheduler
-builder's job, where the plugin kinds are known. No configuration at all means ``DEFAULT_CONFIG``: llm-d's default profile less
-its prefix-cache scorer, which this version does not have yet.
+builder's job, where the plugin kinds are known. No configuration at all means
+``DEFAULT_CONFIG``: llm-d's default profile less its prefix-cache scorer, which this version does
+not have yet.
 """
 
 from __future__ import annotations

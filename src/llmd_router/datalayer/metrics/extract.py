@@ -38,24 +38,87 @@ class Extraction:
     updated: bool  # at least one signal was read
 
 
-def _finite(value: float, spec: MetricSpec) -> float:
-    if not math.isfinite(value):
-        raise ValueError(f"{spec}: value {value} is not a finite number")
-    return value
-
-
 def _adapters(csv: str) -> frozenset[str]:
     return frozenset(name.strip() for name in csv.split(",") if name.strip())
 
 
-def _label_int(series: Series, label: str, spec: MetricSpec) -> int | None:
-    text = series.labels.get(label)
-    if text is None or text == "":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{spec}: label {label}={text!r} is not an integer") from None
+class _Reading:
+    """One page being read: what was found so far, and what went wrong."""
+
+    def __init__(self, page: bytes, reader: SeriesReader) -> None:
+        self.page = page
+        self.reader = reader
+        self.errors: list[str] = []
+        self.changes: dict[str, Any] = {}
+
+    def series(self, spec: MetricSpec, errors: list[str] | None = None) -> Series | None:
+        """The spec's series; None (with a message in ``errors``) when there is none."""
+        errors = self.errors if errors is None else errors
+        found = self.reader.find(self.page, spec.name, self.errors)
+        best = spec.latest(found)
+        if best is None:
+            errors.append(
+                f"no series of {spec.name!r} matches {spec}"
+                if found
+                else f"metric family {spec.name!r} not found"
+            )
+        return best
+
+    def gauge(self, spec: MetricSpec | None, field: str, *, as_int: bool) -> None:
+        found = self.series(spec) if spec is not None else None
+        if spec is None or found is None:
+            return
+        if not math.isfinite(found.value):
+            self.errors.append(f"{spec}: value {found.value} is not a finite number")
+            return
+        self.changes[field] = int(found.value) if as_int else found.value
+
+    def label_int(self, series: Series, label: str, spec: MetricSpec) -> int | None:
+        text = series.labels.get(label)
+        if not text:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            self.errors.append(f"{spec}: label {label}={text!r} is not an integer")
+            return None
+
+    def lora(self, spec: MetricSpec) -> None:
+        found = self.reader.find(self.page, spec.name, self.errors)
+        candidates = [s for s in found if spec.matches(s)]
+        if not candidates:  # vLLM without LoRA has no such family: not an error
+            return
+        newest = max(candidates, key=lambda s: s.value)
+        self.changes["active_models"] = _adapters(newest.labels.get("running_lora_adapters", ""))
+        self.changes["waiting_models"] = _adapters(newest.labels.get("waiting_lora_adapters", ""))
+        max_lora = self.label_int(newest, "max_lora", spec)
+        if max_lora is not None:
+            self.changes["max_active_models"] = max_lora
+
+    def geometry(self, mapping: EngineMapping) -> None:
+        """KV block size and count: from the info gauge's labels; from the two gauges when
+        the engine has no info gauge, or this page lacks it (SGLang moved from one to the
+        other), in which case the missing info gauge is not an error."""
+        info_errors: list[str] = []
+        info = self.series(mapping.cache_info, info_errors) if mapping.cache_info else None
+        if info is not None and mapping.cache_info is not None:
+            for label, field in (
+                (mapping.cache_block_size_label, "cache_block_size"),
+                (mapping.cache_num_blocks_label, "cache_num_blocks"),
+            ):
+                before = len(self.errors)
+                value = self.label_int(info, label, mapping.cache_info)
+                if len(self.errors) == before:
+                    self.changes[field] = value or 0
+            return
+        if mapping.cache_block_size is None and mapping.cache_num_blocks is None:
+            self.errors.extend(info_errors)
+            return
+        before = len(self.errors)
+        self.gauge(mapping.cache_block_size, "cache_block_size", as_int=True)
+        self.gauge(mapping.cache_num_blocks, "cache_num_blocks", as_int=True)
+        if len(self.errors) > before:
+            self.errors.extend(info_errors)
 
 
 def extract(
@@ -67,83 +130,15 @@ def extract(
 ) -> Extraction:
     """The signals ``mapping`` names, read from ``page`` over ``previous``; ``now`` becomes
     ``updated_at`` when at least one was read."""
-    errors: list[str] = []
-    changes: dict[str, Any] = {}
-
-    def series(spec: MetricSpec) -> Series | None:
-        found = reader.find(page, spec.name, errors)
-        if not found:
-            errors.append(f"metric family {spec.name!r} not found")
-            return None
-        best = spec.latest(found)
-        if best is None:
-            errors.append(f"no series of {spec.name!r} matches {spec}")
-        return best
-
-    def gauge(spec: MetricSpec | None, field: str, as_int: bool) -> None:
-        if spec is None:
-            return
-        found = series(spec)
-        if found is None:
-            return
-        try:
-            value = _finite(found.value, spec)
-        except ValueError as exc:
-            errors.append(str(exc))
-            return
-        changes[field] = int(value) if as_int else value
-
-    gauge(mapping.queue, "waiting_queue_size", as_int=True)
-    gauge(mapping.running, "running_requests", as_int=True)
-    gauge(mapping.kv_usage, "kv_cache_usage", as_int=False)
+    reading = _Reading(page, reader)
+    reading.gauge(mapping.queue, "waiting_queue_size", as_int=True)
+    reading.gauge(mapping.running, "running_requests", as_int=True)
+    reading.gauge(mapping.kv_usage, "kv_cache_usage", as_int=False)
     if mapping.lora is not None:
-        lora = mapping.lora
-        candidates = [s for s in reader.find(page, lora.name, errors) if lora.matches(s)]
-        if candidates:
-            newest = max(candidates, key=lambda s: s.value)
-            changes["active_models"] = _adapters(newest.labels.get("running_lora_adapters", ""))
-            changes["waiting_models"] = _adapters(newest.labels.get("waiting_lora_adapters", ""))
-            try:
-                max_lora = _label_int(newest, "max_lora", lora)
-            except ValueError as exc:
-                errors.append(str(exc))
-            else:
-                if max_lora is not None:
-                    changes["max_active_models"] = max_lora
-    # KV block geometry: from the info gauge's labels; from the two gauges when the engine has
-    # no info gauge, or when it has one but this page does not carry it (SGLang moved from
-    # one to the other), in which case the missing info gauge is not an error.
-    info_errors: list[str] = []
-    info = None
-    if mapping.cache_info is not None:
-        found = reader.find(page, mapping.cache_info.name, errors)
-        info = mapping.cache_info.latest(found)
-        if info is None:
-            info_errors.append(
-                f"no series of {mapping.cache_info.name!r} matches {mapping.cache_info}"
-                if found
-                else f"metric family {mapping.cache_info.name!r} not found"
-            )
-    if info is not None and mapping.cache_info is not None:
-        for label, field in (
-            (mapping.cache_block_size_label, "cache_block_size"),
-            (mapping.cache_num_blocks_label, "cache_num_blocks"),
-        ):
-            try:
-                value = _label_int(info, label, mapping.cache_info)
-            except ValueError as exc:
-                errors.append(str(exc))
-                continue
-            changes[field] = value if value is not None else 0
-    elif mapping.cache_block_size is not None or mapping.cache_num_blocks is not None:
-        before = len(errors)
-        gauge(mapping.cache_block_size, "cache_block_size", as_int=True)
-        gauge(mapping.cache_num_blocks, "cache_num_blocks", as_int=True)
-        if len(errors) > before:
-            errors.extend(info_errors)
-    else:
-        errors.extend(info_errors)
-    if not changes:
-        return Extraction(previous, tuple(errors), updated=False)
-    changes["updated_at"] = now
-    return Extraction(dataclasses.replace(previous, **changes), tuple(errors), updated=True)
+        reading.lora(mapping.lora)
+    reading.geometry(mapping)
+    errors = tuple(reading.errors)
+    if not reading.changes:
+        return Extraction(previous, errors, updated=False)
+    reading.changes["updated_at"] = now
+    return Extraction(dataclasses.replace(previous, **reading.changes), errors, updated=True)
