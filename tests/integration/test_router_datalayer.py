@@ -1,0 +1,134 @@
+"""The router's data layer with real servers: discovery plugins, scraping a simulator, reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from llmd_router.app import Router, RouterOptions
+from llmd_router.config import ConfigError
+from llmd_router.datalayer import Endpoint, EndpointsError
+from tests.waiting import eventually
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from llmd_router.datalayer.interfaces import DiscoverySink
+    from tests.integration.conftest import StartSim
+
+HEAD = "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+MODULE = __name__
+
+
+class TwoServers:
+    """A user discovery plugin (by import path): two endpoints, then one leaves."""
+
+    def __init__(self, name: str, params: Any) -> None:
+        self.name = name
+        self.sink: DiscoverySink | None = None
+
+    async def run(self, sink: DiscoverySink) -> None:
+        self.sink = sink
+        sink.upsert(Endpoint("a", "10.0.0.1", 8000))
+        sink.upsert(Endpoint("b", "10.0.0.2", 8000))
+        sink.synced()
+        await _forever()
+
+
+async def _forever() -> None:
+    await asyncio.Event().wait()
+
+
+def options(**overrides: Any) -> RouterOptions:
+    return RouterOptions(
+        host="127.0.0.1",
+        grpc_port=0,
+        health_port=0,
+        metrics_port=0,
+        secure_serving=False,
+        **overrides,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(router: Router) -> AsyncIterator[Router]:
+    await router.start()
+    try:
+        yield router
+    finally:
+        await router.stop(0)
+
+
+async def test_a_discovery_plugin_by_import_path_feeds_the_store():
+    config = (
+        HEAD
+        + f"plugins: [{{name: mine, type: '{MODULE}:TwoServers'}}]\n"
+        + "dataLayer: {discovery: {pluginRef: mine}, injectDefaults: false}\n"
+    )
+    async with running(Router(options(config_text=config))) as router:
+        assert sorted(e.name for e in router.store.all()) == ["a", "b"]
+        plugin = router.pipeline.plugins["mine"].instance
+        assert plugin.sink is not None
+        plugin.sink.delete("default/a")
+        assert [e.name for e in router.store.all()] == ["b"]
+
+
+def test_endpoints_named_twice_are_refused():
+    config = (
+        HEAD
+        + f"plugins: [{{name: mine, type: '{MODULE}:TwoServers'}}]\n"
+        + "dataLayer: {discovery: {pluginRef: mine}}\n"
+    )
+    with pytest.raises(ConfigError, match="name them in one place"):
+        Router(options(config_text=config, endpoints=(Endpoint("x", "10.0.0.9", 1),)))
+
+
+async def test_an_unreadable_endpoints_file_stops_start_up(tmp_path: Path):
+    router = Router(options(endpoints_file=tmp_path / "missing.yaml"))
+    with pytest.raises(EndpointsError, match="cannot read"):
+        await router.start()
+
+
+async def test_a_simulators_metrics_reach_the_store_and_the_debug_page(start_sim: StartSim):
+    sim = await start_sim()
+    endpoint = Endpoint("sim", "127.0.0.1", sim.port)
+    async with running(Router(options(endpoints=(endpoint,)))) as router:
+        await eventually(lambda: router.store.is_fresh(endpoint, time.monotonic()))
+        assert endpoint.metrics.cache_block_size > 0
+        async with httpx.AsyncClient() as http:
+            base = f"http://127.0.0.1:{router.metrics_server.port}/debug"
+            (row,) = (await http.get(f"{base}/endpoints")).json()
+            plugins = (await http.get(f"{base}/plugins")).json()
+        assert row["fresh"] is True and row["signalError"] is None
+        assert plugins["metrics-data-source"]["collector"]["polls"] > 0
+
+
+async def test_a_reload_changes_what_is_polled(tmp_path: Path, start_sim: StartSim):
+    sim = await start_sim()
+    endpoint = Endpoint("sim", "127.0.0.1", sim.port)
+    path = tmp_path / "epp.yaml"
+    path.write_text(HEAD + "plugins: [{type: queue-scorer}]\n")
+    router = Router(options(endpoints=(endpoint,), config_file=path, config_poll_s=0.02))
+    async with running(router):
+        await eventually(lambda: endpoint.metrics.updated_at > 0)
+        # A path the server does not have: polls fail from the next tick.
+        path.write_text(
+            HEAD + "plugins: [{type: queue-scorer}, "
+            "{type: metrics-data-source, parameters: {path: /nowhere}}]\n"
+        )
+        await eventually(lambda: "HTTP 404" in endpoint.signal_error)
+        # Objectives arrive with the configuration file too.
+        path.write_text(
+            HEAD
+            + "plugins: [{type: queue-scorer}]\n---\n"
+            + "apiVersion: llm-d.ai/v1alpha2\nkind: InferenceObjective\n"
+            + "metadata: {name: batch}\nspec: {priority: -2}\n"
+        )
+        await eventually(lambda: router.resources.priority("batch") == -2)
+        await eventually(lambda: endpoint.signal_error == "")
