@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import uvloop
 
-from llmd_bench import metrics_render, router_overhead, scheduling, sim_capacity
+from llmd_bench import metrics_render, router_overhead, scheduling, scraping, sim_capacity
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -71,6 +71,28 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--warmup", type=int, default=200, help="untimed, before each run")
     sched.add_argument("--seed", type=int, default=0)
     sched.add_argument("--json", type=Path, help="also write the rows here")
+    scrape = sub.add_parser(
+        "scraping",
+        help="router CPU spent polling every endpoint's /metrics, and the signals' age",
+    )
+    scrape.add_argument(
+        "--endpoints",
+        type=_counts,
+        default=(10, 100, 300),
+        help="comma-separated fleet sizes, e.g. 10,100,300",
+    )
+    scrape.add_argument("--window", type=float, default=15.0, help="measured seconds, per size")
+    scrape.add_argument(
+        "--warmup", type=float, default=3.0, help="seconds after the routers start, unmeasured"
+    )
+    scrape.add_argument(
+        "--requests-per-server",
+        type=int,
+        default=3,
+        help="completions sent to each server first, so its histograms have data",
+    )
+    scrape.add_argument("--seed", type=int, default=0, help="of the sampling instants")
+    scrape.add_argument("--json", type=Path, help="also write the runs here")
     return parser
 
 
@@ -134,6 +156,38 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(scheduling.verdict(rows))
         if args.json:
             args.json.write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+    elif args.command == "scraping":
+        print(scraping.table([]), flush=True)
+        scraped = uvloop.run(
+            scraping.measure_all(
+                args.endpoints,
+                window=args.window,
+                warmup=args.warmup,
+                requests_per_server=args.requests_per_server,
+                seed=args.seed,
+                progress=True,
+            )
+        )
+        if notes := scraping.verdict(scraped):
+            print()
+            print(notes)
+        if args.json:
+            args.json.write_text(
+                json.dumps(
+                    [
+                        {
+                            **dataclasses.asdict(r),
+                            "scraping_cores": r.scraping_cores,
+                            "polls_per_s_per_endpoint": r.polls_per_s_per_endpoint,
+                            "us_per_poll": r.us_per_poll,
+                            "stale_share": r.stale_share,
+                        }
+                        for r in scraped
+                    ],
+                    indent=2,
+                )
+                + "\n"
+            )
     elif args.command == "metrics-render":
         cost = metrics_render.measure(args.rounds)
         print(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+import uvloop
 
 from llmd_router.app import Router, RouterOptions
 from llmd_router.config import ConfigError
@@ -132,3 +133,30 @@ async def test_a_reload_changes_what_is_polled(tmp_path: Path, start_sim: StartS
         )
         await eventually(lambda: router.resources.priority("batch") == -2)
         await eventually(lambda: endpoint.signal_error == "")
+
+
+def test_polling_works_on_uvloop_as_the_command_line_runs_it():
+    # The command line runs on uvloop, whose transports are not asyncio.Transport subclasses.
+    page = b"vllm:num_requests_waiting 3\nvllm:num_requests_running 1\n"
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(page)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(head + page)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def scrape_once() -> tuple[int, str]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        endpoint = Endpoint("e", "127.0.0.1", port)
+        router = Router(options(endpoints=(endpoint,)))
+        async with server, running(router):
+            await eventually(lambda: endpoint.metrics.updated_at > 0)
+        return endpoint.metrics.waiting_queue_size, endpoint.signal_error
+
+    queue, error = uvloop.run(scrape_once())
+    assert queue == 3
+    assert "kv_cache_usage_perc" in error  # the page lacks it: that signal alone failed

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -65,13 +65,14 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self._headers_done = False
+        self._framed = False  # the response has a Content-Length or a chunked body
         self.reusable = False
 
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self._transport = cast("asyncio.Transport", transport)
         self.reusable = True
 
     def data_received(self, data: bytes) -> None:
@@ -85,13 +86,21 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        # A body delimited by the end of the connection (no length, not chunked) ends here.
-        if self._headers_done and not self._parser.should_keep_alive():
+        # Only a body delimited by the end of the connection (no length, not chunked) may end
+        # here, and only when the connection ended cleanly; any other body was cut short.
+        if self._headers_done and not self._framed and exc is None:
             self._finish()
             return
         self._fail(FetchError(f"connection closed before the response ended ({exc or 'EOF'})"))
 
     # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
+        if lowered == b"content-length" or (
+            lowered == b"transfer-encoding" and b"chunked" in value.lower()
+        ):
+            self._framed = True
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
@@ -114,6 +123,7 @@ class _Connection(asyncio.Protocol):
         self._chunks = []
         self._size = 0
         self._headers_done = False
+        self._framed = False
         self._transport.write(request)
         return self._waiter
 

@@ -49,6 +49,8 @@ def _parse_line(line: str, name_len: int) -> Series:
     malformed."""
     labels: dict[str, str] = {}
     pos = name_len
+    while line.startswith((" ", "\t"), pos):  # the format allows blanks before the labels
+        pos += 1
     if line.startswith("{", pos):
         pos += 1
         while True:

@@ -145,7 +145,9 @@ def test_the_optional_timestamp_column():
 
 
 def test_special_float_values():
-    page = b'y 1\nx{v="nan"} NaN\nx{v="pos"} +Inf\nx{v="neg"} -Inf\nx{v="cpp"} Nan\nx{v="e"} 1.5e-3\n'
+    page = (
+        b'y 1\nx{v="nan"} NaN\nx{v="pos"} +Inf\nx{v="neg"} -Inf\nx{v="cpp"} Nan\nx{v="e"} 1.5e-3\n'
+    )
     found, errors = read(page, "x")
     assert errors == []
     values = {s.labels["v"]: s.value for s in found}
@@ -264,11 +266,6 @@ def test_the_cache_is_bounded():
     assert plain(found)[0][0]["label_7"] == "value number 7 of line 0"
 
 
-@pytest.mark.xfail(
-    reason="bug: a blank between the metric name and '{' is valid text format (Go's expfmt "
-    "and prometheus_client accept it) but the reader reports the line as malformed",
-    strict=True,
-)
 def test_a_blank_between_the_name_and_the_labels():
     found, errors = read(b'y 1\nx {a="1"} 2\n', "x")
     assert errors == []
