@@ -177,7 +177,6 @@ class Router:
     def _endpoint_added(self, endpoint: Endpoint) -> None:
         _log.info("endpoint %s (%s) added", endpoint.id, endpoint.key)
         self.collector.watch(endpoint)
-        self.metrics.pool_size(len(self.store))
 
     def _endpoint_removed(self, endpoint: Endpoint) -> None:
         _log.info(
@@ -187,7 +186,6 @@ class Router:
             endpoint.inflight,
         )
         self.collector.unwatch(endpoint)
-        self.metrics.pool_size(len(self.store))
 
     async def _start_discovery(self) -> None:
         """Run discovery and wait for its first complete view of the pool. Whatever stops it
@@ -285,7 +283,7 @@ class Router:
             await self.grpc.stop(0)
             await self.metrics_server.stop()
             raise
-        self.metrics.pool_size(len(self.store))
+        self.metrics.count_ready(lambda: self.store.count_fresh(time.monotonic()))
         if self.options.completion_source == "access-log":
             self._sweeper = asyncio.create_task(self._sweep())
         if self.options.config_file is not None:

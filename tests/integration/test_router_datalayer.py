@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +109,35 @@ async def test_a_simulators_metrics_reach_the_store_and_the_debug_page(start_sim
             plugins = (await http.get(f"{base}/plugins")).json()
         assert row["fresh"] is True and row["signalError"] is None
         assert plugins["metrics-data-source"]["collector"]["polls"] > 0
+
+
+async def test_the_ready_gauge_counts_endpoints_with_fresh_signals(start_sim: StartSim):
+    sim = await start_sim()
+    live = Endpoint("live", "127.0.0.1", sim.port)
+    dead = Endpoint("dead", "127.0.0.1", _closed_port())
+    router = Router(options(endpoints=(live, dead), metrics_staleness_s=0.3))
+
+    async def ready() -> dict[str, float]:
+        async with httpx.AsyncClient() as http:
+            page = (await http.get(f"http://127.0.0.1:{router.metrics_server.port}/metrics")).text
+        return {
+            line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+            for line in page.splitlines()
+            if line.startswith(("llm_d_epp_ready_endpoints{", "inference_pool_ready_pods{"))
+        }
+
+    async with running(router):
+        await eventually(lambda: router.store.is_fresh(live, time.monotonic()))
+        assert await ready() == {"llm_d_epp_ready_endpoints": 1, "inference_pool_ready_pods": 1}
+        await sim.close()
+        await eventually(lambda: not router.store.is_fresh(live, time.monotonic()))
+        assert await ready() == {"llm_d_epp_ready_endpoints": 0, "inference_pool_ready_pods": 0}
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 async def test_a_reload_changes_what_is_polled(tmp_path: Path, start_sim: StartSim):

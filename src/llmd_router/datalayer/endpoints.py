@@ -161,6 +161,10 @@ class EndpointStore:
         updated = endpoint.metrics.updated_at
         return updated > 0 and now - updated <= self.staleness_s
 
+    def count_fresh(self, now: float) -> int:
+        """How many endpoints are fresh (all of them without a threshold)."""
+        return sum(1 for e in self._list if self.is_fresh(e, now))
+
     def describe(self, now: float) -> list[dict[str, Any]]:
         """Each endpoint with its latest signals and their age (seconds; None: never)."""
         out = []

@@ -83,6 +83,11 @@ class _Capped:
 _M = TypeVar("_M", Counter, Gauge, Histogram)
 
 
+_READY_HELP: Final = (
+    "Endpoints in the pool whose signals are fresh (every endpoint when metrics are not polled)."
+)
+
+
 class _Pair(Generic[_M]):
     """One metric under its canonical name and its legacy name."""
 
@@ -303,8 +308,8 @@ class RouterMetrics:
             ("result",),
         )
         self.ready = _Pair(
-            gauge("llm_d_epp_ready_endpoints", "Endpoints in the pool.", ("name",)),
-            gauge("inference_pool_ready_pods", "Endpoints in the pool.", ("name",)),
+            gauge("llm_d_epp_ready_endpoints", _READY_HELP, ("name",)),
+            gauge("inference_pool_ready_pods", _READY_HELP, ("name",)),
         )
         info = gauge("llm_d_epp_info", "Build information.", ("commit", "build_ref"))
         info.labels("", "llmd-router").set(1)
@@ -430,6 +435,7 @@ class RouterMetrics:
         self.extract_errors.new.labels(source_type, extractor_type).inc()
         self.extract_errors.old.labels(source_type, extractor_type).inc()
 
-    def pool_size(self, endpoints: int) -> None:
-        self.ready.new.labels(self.pool_name).set(endpoints)
-        self.ready.old.labels(self.pool_name).set(endpoints)
+    def count_ready(self, count: Callable[[], int]) -> None:
+        """The ready-endpoints gauges read ``count()`` each time the page is rendered."""
+        self.ready.new.labels(self.pool_name).set_function(count)
+        self.ready.old.labels(self.pool_name).set_function(count)
