@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 import aiohttp
 
 from llmd_bench.sim_capacity import process_cpu_seconds
-from llmd_router.config import API_VERSION, KIND
+from llmd_router.config import DEFAULT_CONFIG
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -49,22 +49,7 @@ BUDGET_CORES: Final = {100: 0.5}
 
 # The default profile's scorers, with no data source: the router as it runs by default, minus
 # the polling.
-SCRAPING_OFF_CONFIG: Final = f"""\
-apiVersion: {API_VERSION}
-kind: {KIND}
-plugins:
-- type: queue-scorer
-- type: kv-cache-utilization-scorer
-schedulingProfiles:
-- name: default
-  plugins:
-  - pluginRef: queue-scorer
-    weight: 2
-  - pluginRef: kv-cache-utilization-scorer
-    weight: 2
-dataLayer:
-  injectDefaults: false
-"""
+SCRAPING_OFF_CONFIG: Final = DEFAULT_CONFIG + "dataLayer:\n  injectDefaults: false\n"
 
 _NAN: Final = float("nan")
 _SERVING: Final = re.compile(r"endpoint picker serving ext-proc on :\d+ .*metrics :(\d+)\)")
