@@ -4,15 +4,18 @@ and endpoint discovery. The machinery they plug into is ``llmd_router.datalayer`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from llmd_router.config.durations import parse_duration
 from llmd_router.datalayer.http import HttpFetcher, TlsOptions
+from llmd_router.scheduling.framework.plugin import Plugin
 
 if TYPE_CHECKING:
     from llmd_router.datalayer.endpoints import Endpoint
 
-__all__ = ["HttpSource", "check_interval", "check_port"]
+__all__ = ["HttpPollingPlugin", "HttpSource", "check_interval", "check_port"]
+
+_P = TypeVar("_P")
 
 
 def check_port(port: int) -> None:
@@ -60,6 +63,21 @@ class HttpSource:
 
     def close(self) -> None:
         self._fetcher.close()
+
+
+class HttpPollingPlugin(Plugin[_P]):
+    """A polling source whose poll is one GET through ``self._http`` (set in ``__init__``)."""
+
+    _http: HttpSource
+
+    async def poll(self, endpoint: Endpoint) -> bytes:
+        return await self._http.fetch(endpoint)
+
+    def forget(self, endpoint: Endpoint) -> None:
+        self._http.forget(endpoint)
+
+    def close(self) -> None:
+        self._http.close()
 
 
 def optional_path(text: str) -> Path | None:

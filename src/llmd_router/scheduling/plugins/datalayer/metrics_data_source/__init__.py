@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from llmd_router.datalayer.http import TlsOptions
-from llmd_router.scheduling.framework import Params, Plugin, Stability
+from llmd_router.scheduling.framework import Params, Stability
 from llmd_router.scheduling.plugins.datalayer import (
+    HttpPollingPlugin,
     HttpSource,
     check_interval,
     check_port,
     optional_path,
 )
-
-if TYPE_CHECKING:
-    from llmd_router.datalayer.endpoints import Endpoint
 
 __all__ = ["PROMETHEUS_TEXT", "MetricsDataSource", "MetricsDataSourceParams"]
 
@@ -38,7 +36,7 @@ class MetricsDataSourceParams(Params, frozen=True):
             raise ValueError("clientCertPath and clientKeyPath are set together")
 
 
-class MetricsDataSource(Plugin[MetricsDataSourceParams]):
+class MetricsDataSource(HttpPollingPlugin[MetricsDataSourceParams]):
     """Polls ``{scheme}://{address}:{port}{path}`` of every endpoint over a kept-alive
     connection; a status other than 200, a timeout or a reset is a failed poll."""
 
@@ -62,12 +60,3 @@ class MetricsDataSource(Plugin[MetricsDataSourceParams]):
             ),
             accept="text/plain;version=0.0.4",
         )
-
-    async def poll(self, endpoint: Endpoint) -> bytes:
-        return await self._http.fetch(endpoint)
-
-    def forget(self, endpoint: Endpoint) -> None:
-        self._http.forget(endpoint)
-
-    def close(self) -> None:
-        self._http.close()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from llmd_router.datalayer.http import TlsOptions
-from llmd_router.scheduling.framework import Params, Plugin, Stability
-from llmd_router.scheduling.plugins.datalayer import HttpSource, check_interval, check_port
-
-if TYPE_CHECKING:
-    from llmd_router.datalayer.endpoints import Endpoint
+from llmd_router.scheduling.framework import Params, Stability
+from llmd_router.scheduling.plugins.datalayer import (
+    HttpPollingPlugin,
+    HttpSource,
+    check_interval,
+    check_port,
+)
 
 __all__ = ["OPENAI_MODELS", "ModelsDataSource", "ModelsDataSourceParams"]
 
@@ -28,7 +30,7 @@ class ModelsDataSourceParams(Params, frozen=True):
         check_interval(self.interval)
 
 
-class ModelsDataSource(Plugin[ModelsDataSourceParams]):
+class ModelsDataSource(HttpPollingPlugin[ModelsDataSourceParams]):
     """Polls ``{scheme}://{address}:{port}{path}`` of every endpoint, on every tick unless
     ``interval`` says otherwise (the list rarely changes: ``interval: 5s`` is plenty)."""
 
@@ -47,12 +49,3 @@ class ModelsDataSource(Plugin[ModelsDataSourceParams]):
             tls=TlsOptions(insecure_skip_verify=params.insecure_skip_verify),
             accept="application/json",
         )
-
-    async def poll(self, endpoint: Endpoint) -> bytes:
-        return await self._http.fetch(endpoint)
-
-    def forget(self, endpoint: Endpoint) -> None:
-        self._http.forget(endpoint)
-
-    def close(self) -> None:
-        self._http.close()
