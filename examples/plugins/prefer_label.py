@@ -1,6 +1,6 @@
 """A custom scorer in ten lines: prefer endpoints that carry a label."""
 
-from llmd_router.scheduling.framework import Params, Plugin
+from llmd_router.framework import Params, Plugin
 
 
 class PreferLabelParams(Params, frozen=True):

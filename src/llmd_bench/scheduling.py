@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Final
 
 from llmd_router.config import API_VERSION, KIND, load_config
 from llmd_router.datalayer import Endpoint, EndpointMetrics, EndpointStore
+from llmd_router.framework import CycleState
 from llmd_router.observability.metrics import RouterMetrics
+from llmd_router.pipeline.builder import Pipeline, build_pipeline
+from llmd_router.plugins.builtin import builtin_registry
 from llmd_router.requestcontrol import Director, Outcome
-from llmd_router.scheduling.framework import CycleState
-from llmd_router.scheduling.framework.builder import Pipeline, build_pipeline
-from llmd_router.scheduling.plugins.registry import builtin_registry
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

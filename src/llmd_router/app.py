@@ -30,17 +30,17 @@ from llmd_router.config.watch import Fingerprint, fingerprint, watch_file
 from llmd_router.datalayer import Endpoint, EndpointStore
 from llmd_router.datalayer.collector import Collector
 from llmd_router.datalayer.discovery import FileDiscovery, StaticDiscovery
-from llmd_router.datalayer.objectives import ModelResources
 from llmd_router.extproc.server import ExtProcServer, TlsConfig
 from llmd_router.extproc.servicer import AccessLogServicer, ExtProcServicer
 from llmd_router.observability.http import MetricsServer
 from llmd_router.observability.metrics import RouterMetrics
+from llmd_router.pipeline.builder import Pipeline, build_pipeline
+from llmd_router.plugins.builtin import builtin_registry
 from llmd_router.proxy.bootstrap import ProxyConfig, build_bootstrap
 from llmd_router.proxy.supervisor import EnvoyProcess
 from llmd_router.requestcontrol import CompletionSource, Director
 from llmd_router.requestcontrol.explain import DecisionLog
-from llmd_router.scheduling.framework.builder import Pipeline, build_pipeline
-from llmd_router.scheduling.plugins.registry import builtin_registry
+from llmd_router.requestcontrol.objectives import ModelResources
 
 if TYPE_CHECKING:
     from pathlib import Path

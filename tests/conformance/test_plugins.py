@@ -21,8 +21,7 @@ from hypothesis import strategies as st
 
 from llmd_router.config import ConfigError
 from llmd_router.datalayer import Endpoint, EndpointMetrics
-from llmd_router.parsing import parse_request
-from llmd_router.scheduling.framework import (
+from llmd_router.framework import (
     INFLIGHT_LOAD,
     PREFIX_MATCH,
     CycleState,
@@ -32,7 +31,8 @@ from llmd_router.scheduling.framework import (
     PrefixMatch,
     Scorer,
 )
-from llmd_router.scheduling.plugins.registry import builtin_registry
+from llmd_router.parsing import parse_request
+from llmd_router.plugins.builtin import builtin_registry
 
 REGISTRY = builtin_registry()
 TYPES = [t for t in REGISTRY.types() if t.replaced_by is None]

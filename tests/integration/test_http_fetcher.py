@@ -14,7 +14,7 @@ import pytest
 
 from llmd_router.datalayer.endpoints import Endpoint
 from llmd_router.datalayer.http import FetchError, HttpFetcher
-from llmd_router.scheduling.plugins.registry import builtin_registry
+from llmd_router.plugins.builtin import builtin_registry
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable

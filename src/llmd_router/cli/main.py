@@ -38,10 +38,10 @@ from llmd_router.datalayer import (
     parse_endpoint_list,
 )
 from llmd_router.datalayer.discovery import StaticDiscovery
+from llmd_router.pipeline.builder import build_pipeline
+from llmd_router.plugins.builtin import builtin_registry
 from llmd_router.proxy.bootstrap import ProxyConfig, build_bootstrap
 from llmd_router.proxy.supervisor import EnvoyError
-from llmd_router.scheduling.framework.builder import build_pipeline
-from llmd_router.scheduling.plugins.registry import builtin_registry
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Literal
 
-from llmd_router.datalayer.objectives import ModelResources
 from llmd_router.errors import Internal, ResourceExhausted, RouterError, ServiceUnavailable
+from llmd_router.framework import Completion, CycleState, SchedulingError
 from llmd_router.headers import (
     CONTENT_LENGTH,
     DEBUG,
@@ -57,16 +57,16 @@ from llmd_router.parsing import request_path, rewrite_model
 from llmd_router.parsing.request import ApiKind
 from llmd_router.requestcontrol.exchange import Decision, Ended, Outcome
 from llmd_router.requestcontrol.explain import DecisionLog, DecisionRecord, explanation_header
-from llmd_router.scheduling.framework import Completion, CycleState, SchedulingError
+from llmd_router.requestcontrol.objectives import ModelResources
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
     from llmd_router.datalayer.endpoints import Endpoint, EndpointStore
+    from llmd_router.framework import SchedulingResult
     from llmd_router.observability.metrics import RouterMetrics
     from llmd_router.parsing import InferenceRequest
-    from llmd_router.scheduling.framework import SchedulingResult
-    from llmd_router.scheduling.framework.builder import Pipeline
+    from llmd_router.pipeline.builder import Pipeline
     from llmd_router.types import Metadata
 
 __all__ = ["CompletionSource", "Director", "RequestRecord", "subset_hint"]

@@ -20,7 +20,7 @@ import msgspec
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from llmd_router.scheduling.framework import ProfileResult, SchedulingResult
+    from llmd_router.framework import ProfileResult, SchedulingResult
 
 __all__ = ["DecisionLog", "DecisionRecord", "render_result"]
 

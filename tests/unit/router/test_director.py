@@ -11,14 +11,14 @@ import pytest
 
 from llmd_router.config import API_VERSION, load_config
 from llmd_router.datalayer import Endpoint, EndpointMetrics, EndpointStore
-from llmd_router.datalayer.objectives import ModelResources
 from llmd_router.errors import BadRequest, Internal, ResourceExhausted, ServiceUnavailable
 from llmd_router.observability.metrics import RouterMetrics
 from llmd_router.parsing import Usage, parse_request
+from llmd_router.pipeline.builder import build_pipeline
+from llmd_router.plugins.builtin import builtin_registry
 from llmd_router.requestcontrol import Director, Ended, Outcome, subset_hint
 from llmd_router.requestcontrol.explain import DecisionLog
-from llmd_router.scheduling.framework.builder import build_pipeline
-from llmd_router.scheduling.plugins.registry import builtin_registry
+from llmd_router.requestcontrol.objectives import ModelResources
 
 BODY = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
 HEADERS = {":path": "/v1/chat/completions", "x-request-id": "r1"}

@@ -9,9 +9,9 @@ import pytest
 from llmd_router.config import API_VERSION, ConfigError, load_config
 from llmd_router.datalayer import Endpoint
 from llmd_router.errors import BadRequest
-from llmd_router.scheduling.framework import CycleState
-from llmd_router.scheduling.framework.builder import build_pipeline
-from llmd_router.scheduling.plugins.registry import builtin_registry
+from llmd_router.framework import CycleState
+from llmd_router.pipeline.builder import build_pipeline
+from llmd_router.plugins.builtin import builtin_registry
 
 HEAD = f"apiVersion: {API_VERSION}\nkind: EndpointPickerConfig\n"
 

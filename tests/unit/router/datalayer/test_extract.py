@@ -17,7 +17,7 @@ from llmd_router.datalayer.metrics.engines import (
 )
 from llmd_router.datalayer.metrics.extract import Extraction, extract
 from llmd_router.datalayer.metrics.promtext import SeriesReader
-from llmd_router.scheduling.plugins.registry import builtin_registry
+from llmd_router.plugins.builtin import builtin_registry
 
 DATA = Path(__file__).parents[3] / "data"
 VLLM = DATA / "vllm-0.32-cpu"

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from llmd_router.config import API_VERSION, ConfigError, load_config
-from llmd_router.datalayer.objectives import ModelResources
+from llmd_router.requestcontrol.objectives import ModelResources
 
 HEAD = f"apiVersion: {API_VERSION}\nkind: EndpointPickerConfig\n"
 

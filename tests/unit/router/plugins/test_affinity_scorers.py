@@ -9,8 +9,7 @@ import msgspec
 import pytest
 
 from llmd_router.datalayer.endpoints import Endpoint
-from llmd_router.parsing.request import ApiKind, InferenceRequest
-from llmd_router.scheduling.framework import (
+from llmd_router.framework import (
     PREFIX_MATCH,
     Category,
     CycleState,
@@ -19,8 +18,9 @@ from llmd_router.scheduling.framework import (
     SchedulingResult,
     Stability,
 )
-from llmd_router.scheduling.plugins.scorers.no_hit_lru_scorer import NoHitLRUScorer
-from llmd_router.scheduling.plugins.scorers.session_affinity_scorer import (
+from llmd_router.parsing.request import ApiKind, InferenceRequest
+from llmd_router.plugins.scorers.no_hit_lru_scorer import NoHitLRUScorer
+from llmd_router.plugins.scorers.session_affinity_scorer import (
     SessionAffinityScorer,
     decode_token,
     encode_token,

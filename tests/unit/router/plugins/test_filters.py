@@ -6,16 +6,16 @@ import msgspec
 import pytest
 
 from llmd_router.datalayer.endpoints import Endpoint
+from llmd_router.framework import CycleState, Filter, NoParams, Stability
 from llmd_router.parsing.request import ApiKind, InferenceRequest
-from llmd_router.scheduling.framework import CycleState, Filter, NoParams, Stability
-from llmd_router.scheduling.plugins.filters.by_label import ByLabelFilter
-from llmd_router.scheduling.plugins.filters.decode_filter import ROLE_LABEL, DecodeFilter
-from llmd_router.scheduling.plugins.filters.encode_filter import EncodeFilter
-from llmd_router.scheduling.plugins.filters.label_selector_filter import (
+from llmd_router.plugins.filters.by_label import ByLabelFilter
+from llmd_router.plugins.filters.decode_filter import ROLE_LABEL, DecodeFilter
+from llmd_router.plugins.filters.encode_filter import EncodeFilter
+from llmd_router.plugins.filters.label_selector_filter import (
     DEPRECATED_ALIAS,
     LabelSelectorFilter,
 )
-from llmd_router.scheduling.plugins.filters.prefill_filter import PrefillFilter
+from llmd_router.plugins.filters.prefill_filter import PrefillFilter
 
 REQUEST = InferenceRequest("r1", "/v1/completions", ApiKind.COMPLETIONS, {}, b"")
 

@@ -12,8 +12,7 @@ import msgspec
 import pytest
 
 from llmd_router.datalayer.endpoints import Endpoint, EndpointMetrics
-from llmd_router.parsing.request import ApiKind, InferenceRequest
-from llmd_router.scheduling.framework import (
+from llmd_router.framework import (
     INFLIGHT_LOAD,
     Category,
     CycleState,
@@ -23,21 +22,22 @@ from llmd_router.scheduling.framework import (
     Scorer,
     Stability,
 )
-from llmd_router.scheduling.plugins.scorers.active_request_scorer import ActiveRequestScorer
-from llmd_router.scheduling.plugins.scorers.context_length_aware import (
+from llmd_router.parsing.request import ApiKind, InferenceRequest
+from llmd_router.plugins.scorers.active_request_scorer import ActiveRequestScorer
+from llmd_router.plugins.scorers.context_length_aware import (
     ContextLengthAware,
     context_length,
 )
-from llmd_router.scheduling.plugins.scorers.kv_cache_utilization_scorer import (
+from llmd_router.plugins.scorers.kv_cache_utilization_scorer import (
     KVCacheUtilizationScorer,
 )
-from llmd_router.scheduling.plugins.scorers.load_aware_scorer import LoadAwareScorer
-from llmd_router.scheduling.plugins.scorers.lora_affinity_scorer import LoraAffinityScorer
-from llmd_router.scheduling.plugins.scorers.queue_scorer import QueueScorer
-from llmd_router.scheduling.plugins.scorers.running_requests_size_scorer import (
+from llmd_router.plugins.scorers.load_aware_scorer import LoadAwareScorer
+from llmd_router.plugins.scorers.lora_affinity_scorer import LoraAffinityScorer
+from llmd_router.plugins.scorers.queue_scorer import QueueScorer
+from llmd_router.plugins.scorers.running_requests_size_scorer import (
     RunningRequestsSizeScorer,
 )
-from llmd_router.scheduling.plugins.scorers.token_load_scorer import TokenLoadScorer
+from llmd_router.plugins.scorers.token_load_scorer import TokenLoadScorer
 
 SCORERS = [
     QueueScorer,

@@ -10,11 +10,11 @@ import msgspec
 import pytest
 
 from llmd_router.datalayer.endpoints import Endpoint
+from llmd_router.framework import CycleState, Picker
 from llmd_router.parsing.request import ApiKind, InferenceRequest
-from llmd_router.scheduling.framework import CycleState, Picker
-from llmd_router.scheduling.plugins.pickers.max_score_picker import MaxScorePicker
-from llmd_router.scheduling.plugins.pickers.random_picker import RandomPicker
-from llmd_router.scheduling.plugins.pickers.weighted_random_picker import WeightedRandomPicker
+from llmd_router.plugins.pickers.max_score_picker import MaxScorePicker
+from llmd_router.plugins.pickers.random_picker import RandomPicker
+from llmd_router.plugins.pickers.weighted_random_picker import WeightedRandomPicker
 
 PICKERS = [MaxScorePicker, RandomPicker, WeightedRandomPicker]
 REQUEST = InferenceRequest("r1", "/v1/completions", ApiKind.COMPLETIONS, {}, b"{}")

@@ -12,8 +12,7 @@ import pytest
 
 from llmd_router.config import ConfigError
 from llmd_router.datalayer.endpoints import Endpoint
-from llmd_router.parsing.request import ApiKind, InferenceRequest
-from llmd_router.scheduling.framework import (
+from llmd_router.framework import (
     PREFIX_MATCH,
     CycleState,
     Decider,
@@ -25,22 +24,23 @@ from llmd_router.scheduling.framework import (
     SchedulingResult,
     Stability,
 )
-from llmd_router.scheduling.plugins.profilehandlers.always_disagg_multimodal_decider import (
+from llmd_router.parsing.request import ApiKind, InferenceRequest
+from llmd_router.plugins.deciders.always_disagg_multimodal_decider import (
     AlwaysDisaggMultimodalDecider,
 )
-from llmd_router.scheduling.plugins.profilehandlers.always_disagg_pd_decider import (
+from llmd_router.plugins.deciders.always_disagg_pd_decider import (
     AlwaysDisaggPDDecider,
 )
-from llmd_router.scheduling.plugins.profilehandlers.disagg_profile_handler import (
+from llmd_router.plugins.deciders.prefix_based_pd_decider import (
+    PrefixBasedPDDecider,
+    prompt_tokens,
+)
+from llmd_router.plugins.profilehandlers.disagg_profile_handler import (
     ENCODERS_HEADER,
     PREFILLER_HEADER,
     DisaggProfileHandler,
 )
-from llmd_router.scheduling.plugins.profilehandlers.prefix_based_pd_decider import (
-    PrefixBasedPDDecider,
-    prompt_tokens,
-)
-from llmd_router.scheduling.plugins.profilehandlers.single_profile_handler import (
+from llmd_router.plugins.profilehandlers.single_profile_handler import (
     SingleProfileHandler,
 )
 

@@ -9,8 +9,7 @@ import pytest
 
 from llmd_router.config import ConfigError
 from llmd_router.datalayer.endpoints import Endpoint, EndpointMetrics
-from llmd_router.parsing.request import ApiKind, InferenceRequest
-from llmd_router.scheduling.framework import (
+from llmd_router.framework import (
     INFLIGHT_LOAD,
     PREFIX_MATCH,
     Admitter,
@@ -27,13 +26,14 @@ from llmd_router.scheduling.framework import (
     SchedulingResult,
     Stability,
 )
-from llmd_router.scheduling.plugins.requestcontrol.inflight_load_producer import (
+from llmd_router.parsing.request import ApiKind, InferenceRequest
+from llmd_router.plugins.admitters.probabilistic_admitter import (
+    ProbabilisticAdmitter,
+)
+from llmd_router.plugins.producers.inflight_load_producer import (
     InFlightLoadProducer,
     estimate_input_tokens,
     uncached_input_tokens,
-)
-from llmd_router.scheduling.plugins.requestcontrol.probabilistic_admitter import (
-    ProbabilisticAdmitter,
 )
 
 DONE = Completion(status=200)

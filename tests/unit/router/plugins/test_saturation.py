@@ -8,8 +8,7 @@ import pytest
 
 from llmd_router.config import API_VERSION, ConfigError, load_config
 from llmd_router.datalayer.endpoints import Endpoint, EndpointMetrics
-from llmd_router.parsing.request import ApiKind, InferenceRequest
-from llmd_router.scheduling.framework import (
+from llmd_router.framework import (
     INFLIGHT_LOAD,
     Completion,
     CycleState,
@@ -20,13 +19,14 @@ from llmd_router.scheduling.framework import (
     SchedulingResult,
     Stability,
 )
-from llmd_router.scheduling.framework.builder import build_pipeline
-from llmd_router.scheduling.plugins.registry import builtin_registry
-from llmd_router.scheduling.plugins.requestcontrol.inflight_load_producer import (
+from llmd_router.parsing.request import ApiKind, InferenceRequest
+from llmd_router.pipeline.builder import build_pipeline
+from llmd_router.plugins.builtin import builtin_registry
+from llmd_router.plugins.producers.inflight_load_producer import (
     InFlightLoadProducer,
 )
-from llmd_router.scheduling.plugins.saturation.concurrency_detector import ConcurrencyDetector
-from llmd_router.scheduling.plugins.saturation.utilization_detector import UtilizationDetector
+from llmd_router.plugins.saturation.concurrency_detector import ConcurrencyDetector
+from llmd_router.plugins.saturation.utilization_detector import UtilizationDetector
 
 NOW = 10.0
 REQUEST = InferenceRequest("r", "/v1/completions", ApiKind.COMPLETIONS, {}, b"x" * 400)

@@ -1,0 +1,543 @@
+"""From a configuration to a ``Pipeline``: every plugin built, wired and checked.
+
+The steps, as llm-d's loader (``epp-request-path.md`` §5.3, §6.2), with our order made
+deterministic (configuration order wherever llm-d iterates a Go map):
+
+1. Build each configured plugin (its parameters parsed and validated by the registry).
+2. System defaults: no profile → one ``default`` profile with every filter, scorer and picker;
+   no picker anywhere → ``max-score-picker``; a profile without a picker gets the first one;
+   one profile and no handler → ``single-profile-handler``; parsers (``requestHandler.parsers``,
+   else the deprecated ``parser``, else ``openai-parser`` then ``passthrough-parser``), each
+   built from its type when no plugin has that name; the saturation detector
+   (``utilization-detector`` unless named); a default producer for every data key some plugin
+   consumes and none produces; unless ``dataLayer.injectDefaults: false``, a
+   ``metrics-data-source`` read by a ``core-metrics-extractor`` when no metrics source is bound.
+3. Check ``dataLayer``: every source is a data source, every extractor reads what its source
+   gives, the discovery plugin discovers endpoints. Let plugins that refer to others by name
+   (``bind``) find them, and a profile handler that names profiles (``check_profiles``) check
+   that they exist.
+4. Wire: profiles get their filters, weighted scorers and picker; every plugin of a
+   request-control kind joins that list, whether or not a profile names it. Producers are
+   ordered so that each runs after the producers of what it consumes.
+
+Any inconsistency is a ``ConfigError`` naming the plugin, profile or field. Building is also
+how a reload is validated: a pipeline that builds is complete. Given the previous pipeline, a
+plugin whose type, name and parameters are unchanged is carried over as the same object, so
+its state (in-flight counts, LRU lists) survives the reload.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+from llmd_router.config import ConfigError, LoadedConfig
+from llmd_router.config.schema import DataLayer
+from llmd_router.datalayer.collector import SourceBinding
+from llmd_router.datalayer.interfaces import EndpointDiscovery, Extractor, PollingSource
+from llmd_router.framework.interfaces import (
+    Admitter,
+    DataProducer,
+    Filter,
+    Parser,
+    Picker,
+    PreRequest,
+    ProfileHandler,
+    ResponseComplete,
+    SaturationDetector,
+    Scorer,
+)
+from llmd_router.framework.scheduler import (
+    Observe,
+    PluginScheduler,
+    PluginTimer,
+    SchedulerProfile,
+    null_timer,
+)
+from llmd_router.parsing.select import ParserSet
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from llmd_router.framework.cycle import DataKey
+    from llmd_router.framework.plugin import Registry
+
+__all__ = ["BuiltPlugin", "Pipeline", "build_pipeline"]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_PARSERS: Final = ("openai-parser", "passthrough-parser")
+DEFAULT_PICKER: Final = "max-score-picker"
+DEFAULT_HANDLER: Final = "single-profile-handler"
+DEFAULT_SATURATION: Final = "utilization-detector"
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltPlugin:
+    name: str
+    type: str
+    instance: Any
+    identity: bytes  # type, name and parameters: equal identities may share an instance
+    injected: bool = False  # added by a system default, not named in the configuration
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, proto in _KINDS if isinstance(self.instance, proto)]
+
+
+_KINDS: Final = (
+    ("ProfileHandler", ProfileHandler),
+    ("Filter", Filter),
+    ("Scorer", Scorer),
+    ("Picker", Picker),
+    ("DataProducer", DataProducer),
+    ("Admitter", Admitter),
+    ("PreRequest", PreRequest),
+    ("ResponseComplete", ResponseComplete),
+    ("SaturationDetector", SaturationDetector),
+    ("Parser", Parser),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """Everything one configuration decides, ready to serve requests."""
+
+    loaded: LoadedConfig
+    plugins: Mapping[str, BuiltPlugin]
+    scheduler: PluginScheduler
+    parsers: ParserSet
+    producers: tuple[tuple[DataProducer, Observe], ...]
+    admitters: tuple[tuple[Admitter, Observe], ...]
+    pre_request: tuple[tuple[PreRequest, Observe], ...]
+    response_complete: tuple[tuple[ResponseComplete, Observe], ...]
+    saturation: SaturationDetector
+    notes: tuple[str, ...] = field(default=())
+    parse_observers: Mapping[str, Observe] = field(default_factory=dict)  # by parser name
+    sources: tuple[SourceBinding, ...] = ()  # what the collector polls, and who reads it
+    discovery: EndpointDiscovery | None = None  # dataLayer.discovery, when configured
+
+    @property
+    def collects_metrics(self) -> bool:
+        """Some bound extractor keeps ``endpoint.metrics`` up to date (freshness applies)."""
+        return any(
+            getattr(extractor, "updates_metrics", False)
+            for binding in self.sources
+            for extractor, _ in binding.extractors
+        )
+
+    def resolved(self) -> dict[str, Any]:
+        """The configuration as it runs: defaults filled in, parameters fully spelled out."""
+        plugins = []
+        for built in self.plugins.values():
+            entry: dict[str, Any] = {"name": built.name, "type": built.type}
+            params = getattr(built.instance, "params", None)
+            if params is not None:
+                entry["parameters"] = msgspec.to_builtins(params)
+            if built.injected:
+                entry["injected"] = True
+            plugins.append(entry)
+        profiles = []
+        for profile in self.scheduler.profiles.values():
+            refs: list[dict[str, Any]] = [{"pluginRef": f.name} for f, _ in profile.filters]
+            refs += [{"pluginRef": s.name, "weight": w} for s, w, _ in profile.scorers]
+            refs.append({"pluginRef": profile.picker[0].name})
+            profiles.append({"name": profile.name, "plugins": refs})
+        return {
+            "apiVersion": self.loaded.config.api_version,
+            "kind": self.loaded.config.kind,
+            "featureGates": [f"{k}={str(v).lower()}" for k, v in self.loaded.gates.items()],
+            "plugins": plugins,
+            "schedulingProfiles": profiles,
+            "profileHandler": self.scheduler.handler.name,
+            "requestHandler": {"parsers": [{"pluginRef": p.name} for p in self.parsers.parsers]},
+            "saturationDetector": {"pluginRef": self.saturation.name},
+            "dataLayer": {
+                "sources": [
+                    {
+                        "pluginRef": b.source.name,
+                        "extractors": [{"pluginRef": e.name} for e, _ in b.extractors],
+                    }
+                    for b in self.sources
+                ],
+                **(
+                    {"discovery": {"pluginRef": self.discovery.name}}
+                    if self.discovery is not None
+                    else {}
+                ),
+            },
+            "requestControl": {
+                "dataProducers": [p.name for p, _ in self.producers],
+                "admitters": [p.name for p, _ in self.admitters],
+                "preRequest": [p.name for p, _ in self.pre_request],
+                "responseComplete": [p.name for p, _ in self.response_complete],
+            },
+        }
+
+
+class _Builder:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        registry: Registry,
+        *,
+        allow_experimental: bool,
+        previous: Pipeline | None,
+    ) -> None:
+        self.loaded = loaded
+        self.registry = registry
+        self.allow_experimental = allow_experimental
+        self.previous = previous.plugins if previous is not None else {}
+        self.plugins: dict[str, BuiltPlugin] = {}
+        self.notes: list[str] = []
+
+    def add(self, type_name: str, name: str, raw_params: Any, *, injected: bool) -> BuiltPlugin:
+        if name in self.plugins:
+            raise ConfigError(f"plugins: two plugins are named {name!r}")
+        identity = msgspec.json.encode([type_name, name, raw_params])
+        old = self.previous.get(name)
+        if old is not None and old.identity == identity:
+            instance = old.instance
+        else:
+            instance = self.registry.create(
+                type_name, name, raw_params, allow_experimental=self.allow_experimental
+            )
+        built = BuiltPlugin(name, type_name, instance, identity, injected)
+        self.plugins[name] = built
+        if injected:
+            self.notes.append(f"added {type_name!r} (system default)")
+        return built
+
+    def ensure(self, type_name: str) -> BuiltPlugin:
+        """The plugin named ``type_name``, built with default parameters when absent."""
+        existing = self.plugins.get(type_name)
+        if existing is None:
+            return self.add(type_name, type_name, None, injected=True)
+        if existing.type != type_name:
+            raise ConfigError(
+                f"plugin {type_name!r} is needed as a {type_name!r} but that name is taken "
+                f"by a plugin of type {existing.type!r}"
+            )
+        return existing
+
+    def of_kind(self, proto: type) -> list[BuiltPlugin]:
+        return [b for b in self.plugins.values() if isinstance(b.instance, proto)]
+
+
+def build_pipeline(
+    loaded: LoadedConfig,
+    registry: Registry,
+    *,
+    timer: PluginTimer = null_timer,
+    allow_experimental: bool = False,
+    previous: Pipeline | None = None,
+) -> Pipeline:
+    """Build and check everything ``loaded`` describes. Raises ConfigError."""
+    config = loaded.config
+    if loaded.gates.get("flowControl"):
+        raise ConfigError(
+            "featureGates: flowControl: flow control is not available in this version; "
+            "remove the gate (requests are admitted by the saturation detector meanwhile)"
+        )
+    if config.flow_control is not None:
+        _log.warning("flowControl is ignored: the flowControl feature gate is off")
+    b = _Builder(loaded, registry, allow_experimental=allow_experimental, previous=previous)
+    for spec in config.plugins:
+        b.add(spec.type, spec.name, spec.parameters, injected=False)
+
+    profiles = _profiles(b)
+    handler = _handler(b, len(profiles))
+    check_profiles = getattr(handler.instance, "check_profiles", None)
+    if check_profiles is not None:  # a handler that names profiles checks they exist
+        check_profiles(list(profiles))
+    parsers = _parsers(b)
+    saturation = _saturation(b)
+    sources, discovery = _data_layer(b)
+    _default_producers(b)
+    _bind(b)
+
+    def observed(point: str, built: BuiltPlugin) -> Observe:
+        return timer(point, built.type, built.name)
+
+    built_profiles: dict[str, SchedulerProfile] = {}
+    for name, refs in profiles.items():
+        filters, scorers, pickers = [], [], []
+        for ref_name, weight in refs:
+            built = b.plugins[ref_name]
+            plugin = built.instance
+            if isinstance(plugin, Filter):
+                filters.append((plugin, observed("Filter", built)))
+            if isinstance(plugin, Scorer):
+                scorers.append((plugin, weight, observed("Scorer", built)))
+            if isinstance(plugin, Picker):
+                pickers.append((plugin, observed("Picker", built)))
+        if len(pickers) != 1:
+            names = ", ".join(repr(p.name) for p, _ in pickers)
+            raise ConfigError(f"schedulingProfiles: profile {name!r} has several pickers: {names}")
+        built_profiles[name] = SchedulerProfile(name, tuple(filters), tuple(scorers), pickers[0])
+
+    def listed(point: str, proto: type) -> tuple[tuple[Any, Observe], ...]:
+        return tuple((x.instance, observed(point, x)) for x in b.of_kind(proto))
+
+    producers = tuple((x.instance, observed("DataProducer", x)) for x in _ordered_producers(b))
+    return Pipeline(
+        loaded=loaded,
+        plugins=dict(b.plugins),
+        scheduler=PluginScheduler(
+            handler.instance, built_profiles, timer=timer, handler_type=handler.type
+        ),
+        parsers=parsers,
+        producers=producers,
+        admitters=listed("Admission", Admitter),
+        pre_request=listed("PreRequest", PreRequest),
+        response_complete=listed("ResponseComplete", ResponseComplete),
+        saturation=saturation,
+        notes=tuple(b.notes),
+        parse_observers={
+            p.name: observed("RequestParsing", b.plugins[p.name]) for p in parsers.parsers
+        },
+        sources=sources,
+        discovery=discovery,
+    )
+
+
+def _profiles(b: _Builder) -> dict[str, list[tuple[str, float]]]:
+    """Profile name -> (plugin name, weight), with the picker defaults applied."""
+    config = b.loaded.config
+    profiles: dict[str, list[tuple[str, float]]] = {}
+    if not config.scheduling_profiles:
+        members = [
+            x.name for x in b.plugins.values() if isinstance(x.instance, Filter | Scorer | Picker)
+        ]
+        profiles["default"] = [(n, 1.0) for n in members]
+        b.notes.append("added profile 'default' with every filter, scorer and picker")
+    for profile in config.scheduling_profiles:
+        if not profile.name:
+            raise ConfigError("schedulingProfiles: a profile has no name")
+        if profile.name in profiles:
+            raise ConfigError(f"schedulingProfiles: two profiles are named {profile.name!r}")
+        refs: list[tuple[str, float]] = []
+        for ref in profile.plugins:
+            built = b.plugins.get(ref.plugin_ref)
+            if built is None:
+                raise ConfigError(
+                    f"schedulingProfiles: profile {profile.name!r} refers to plugin "
+                    f"{ref.plugin_ref!r}, which is not in plugins"
+                )
+            is_scorer = isinstance(built.instance, Scorer)
+            if ref.weight is not None and not is_scorer:
+                raise ConfigError(
+                    f"schedulingProfiles: profile {profile.name!r}: plugin {ref.plugin_ref!r} "
+                    "has a weight but is not a scorer"
+                )
+            if not isinstance(built.instance, Filter | Scorer | Picker):
+                _log.info(
+                    "profile %r: plugin %r is not a filter, scorer or picker; it runs where "
+                    "its kind runs",
+                    profile.name,
+                    ref.plugin_ref,
+                )
+                continue
+            refs.append((ref.plugin_ref, 1.0 if ref.weight is None else ref.weight))
+        profiles[profile.name] = refs
+    pickers = [x.name for x in b.of_kind(Picker)]
+    if not pickers:
+        pickers = [b.ensure(DEFAULT_PICKER).name]
+    for name, refs in profiles.items():
+        if not any(isinstance(b.plugins[r].instance, Picker) for r, _ in refs):
+            refs.append((pickers[0], 1.0))
+            b.notes.append(f"profile {name!r}: added picker {pickers[0]!r}")
+    return profiles
+
+
+def _handler(b: _Builder, profile_count: int) -> BuiltPlugin:
+    handlers = b.of_kind(ProfileHandler)
+    if len(handlers) > 1:
+        names = ", ".join(repr(h.name) for h in handlers)
+        raise ConfigError(f"plugins: only one profile handler may be configured, found {names}")
+    if not handlers:
+        if profile_count > 1:
+            raise ConfigError(
+                f"schedulingProfiles: {profile_count} profiles need a profile handler "
+                "(for example disagg-profile-handler) in plugins"
+            )
+        return b.ensure(DEFAULT_HANDLER)
+    handler = handlers[0]
+    if handler.type == DEFAULT_HANDLER and profile_count > 1:
+        raise ConfigError(
+            f"plugin {handler.name!r}: single-profile-handler cannot run {profile_count} "
+            "profiles; use a handler that picks among them (disagg-profile-handler)"
+        )
+    return handler
+
+
+def _parsers(b: _Builder) -> ParserSet:
+    config = b.loaded.config
+    refs: list[str]
+    if config.request_handler is not None and config.request_handler.parsers:
+        refs = [r.plugin_ref for r in config.request_handler.parsers]
+        if config.parser is not None:
+            _log.warning("parser is ignored: requestHandler.parsers is set")
+    elif config.parser is not None:
+        _log.warning("parser is deprecated; use requestHandler.parsers")
+        refs = [config.parser.plugin_ref]
+    else:
+        refs = list(DEFAULT_PARSERS)
+    parsers: list[Parser] = []
+    seen_types: set[str] = set()
+    for ref in refs:
+        built = b.plugins.get(ref) or b.ensure(ref)
+        if not isinstance(built.instance, Parser):
+            raise ConfigError(f"requestHandler.parsers: plugin {ref!r} is not a parser")
+        if built.type in seen_types:
+            _log.warning("requestHandler.parsers: a second %r parser is ignored", built.type)
+            continue
+        seen_types.add(built.type)
+        parsers.append(built.instance)
+    return ParserSet(parsers)
+
+
+def _saturation(b: _Builder) -> SaturationDetector:
+    config = b.loaded.config
+    ref = None
+    if config.flow_control is not None and config.flow_control.saturation_detector is not None:
+        ref = config.flow_control.saturation_detector.plugin_ref
+    elif config.saturation_detector is not None:
+        ref = config.saturation_detector.plugin_ref
+    built = b.ensure(DEFAULT_SATURATION) if ref is None else b.plugins.get(ref)
+    if built is None:
+        raise ConfigError(f"saturationDetector: plugin {ref!r} is not in plugins")
+    if not isinstance(built.instance, SaturationDetector):
+        raise ConfigError(f"saturationDetector: plugin {built.name!r} is not a saturation detector")
+    return built.instance
+
+
+DEFAULT_METRICS_SOURCE: Final = "metrics-data-source"
+DEFAULT_METRICS_EXTRACTOR: Final = "core-metrics-extractor"
+
+
+def _data_layer(b: _Builder) -> tuple[tuple[SourceBinding, ...], EndpointDiscovery | None]:
+    """The sources with their extractors, and the discovery plugin, from ``dataLayer``.
+
+    As llm-d: unless ``injectDefaults: false``, a configuration that binds no
+    ``metrics-data-source`` gets one, with a ``core-metrics-extractor``. A plugin of those types
+    already in ``plugins`` is used rather than a second one built."""
+    layer = b.loaded.config.data_layer or DataLayer()
+    pairs: list[tuple[str, list[str]]] = [
+        (s.plugin_ref, [e.plugin_ref for e in s.extractors]) for s in layer.sources
+    ]
+    for ref, extractors in pairs:
+        for name in (ref, *extractors):
+            if name not in b.plugins:
+                raise ConfigError(f"dataLayer: plugin {name!r} is not in plugins")
+    bound = {b.plugins[ref].type for ref, _ in pairs}
+    if layer.inject_defaults and DEFAULT_METRICS_SOURCE not in bound:
+        source = _first_of_type(b, DEFAULT_METRICS_SOURCE)
+        extractor = _first_of_type(b, DEFAULT_METRICS_EXTRACTOR)
+        pairs.append((source.name, [extractor.name]))
+    bindings: list[SourceBinding] = []
+    seen: set[str] = set()
+    for ref, extractors in pairs:
+        if ref in seen:
+            raise ConfigError(f"dataLayer.sources: source {ref!r} is listed twice")
+        seen.add(ref)
+        source = b.plugins[ref]
+        if not isinstance(source.instance, PollingSource):
+            raise ConfigError(f"dataLayer.sources: plugin {ref!r} is not a data source")
+        bound_extractors = []
+        for name in extractors:
+            extractor = b.plugins[name]
+            if not isinstance(extractor.instance, Extractor):
+                raise ConfigError(f"dataLayer.sources: plugin {name!r} is not an extractor")
+            if extractor.instance.input != source.instance.output:
+                raise ConfigError(
+                    f"dataLayer.sources: extractor {name!r} reads {extractor.instance.input!r} "
+                    f"but source {ref!r} gives {source.instance.output!r}"
+                )
+            bound_extractors.append((extractor.instance, extractor.type))
+        bindings.append(SourceBinding(source.instance, source.type, tuple(bound_extractors)))
+    if not bindings:
+        b.notes.append("no data sources: model-server metrics are not collected")
+    discovery = None
+    if layer.discovery is not None:
+        ref = layer.discovery.plugin_ref
+        built = b.plugins.get(ref)
+        if built is None:
+            raise ConfigError(f"dataLayer.discovery: plugin {ref!r} is not in plugins")
+        if not isinstance(built.instance, EndpointDiscovery):
+            raise ConfigError(
+                f"dataLayer.discovery: plugin {ref!r} (type {built.type!r}) does not "
+                "discover endpoints"
+            )
+        discovery = built.instance
+    return tuple(bindings), discovery
+
+
+def _first_of_type(b: _Builder, type_name: str) -> BuiltPlugin:
+    for built in b.plugins.values():
+        if built.type == type_name:
+            return built
+    return b.ensure(type_name)
+
+
+def _keys(plugin: Any, attr: str) -> tuple[DataKey[Any], ...]:
+    keys: tuple[DataKey[Any], ...] = getattr(plugin, attr, ())
+    return keys
+
+
+def _default_producers(b: _Builder) -> None:
+    produced = {k for x in b.plugins.values() for k in _keys(x.instance, "produces")}
+    for built in list(b.plugins.values()):
+        for key in _keys(built.instance, "consumes"):
+            if key in produced:
+                continue
+            type_name = b.registry.producer_for(key)
+            if type_name is None:
+                note = f"plugin {built.name!r} reads {key.name!r}, which nothing produces"
+                b.notes.append(note)
+                _log.warning("%s: it will never find any", note)
+                produced.add(key)  # say it once
+                continue
+            producer = b.ensure(type_name)
+            produced.update(_keys(producer.instance, "produces"))
+
+
+def _bind(b: _Builder) -> None:
+    instances = {name: x.instance for name, x in b.plugins.items()}
+    for built in b.plugins.values():
+        bind = getattr(built.instance, "bind", None)
+        if bind is None:
+            continue
+        try:
+            bind(instances)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001  a user plugin's bind: report, do not crash
+            raise ConfigError(f"plugin {built.name!r}: {type(exc).__name__}: {exc}") from None
+
+
+def _ordered_producers(b: _Builder) -> list[BuiltPlugin]:
+    """Producers in configuration order, moved after the producers of what they consume."""
+    pending = b.of_kind(DataProducer)
+    makers: dict[DataKey[Any], set[str]] = {}
+    for x in pending:
+        for key in _keys(x.instance, "produces"):
+            makers.setdefault(key, set()).add(x.name)
+    ordered: list[BuiltPlugin] = []
+    done: set[str] = set()
+    while pending:
+        for x in pending:
+            needs = {
+                m for k in _keys(x.instance, "consumes") for m in makers.get(k, ()) if m != x.name
+            }
+            if needs <= done:
+                ordered.append(x)
+                done.add(x.name)
+                pending = [p for p in pending if p is not x]
+                break
+        else:
+            names = ", ".join(repr(p.name) for p in pending)
+            raise ConfigError(f"data producers depend on each other in a cycle: {names}")
+    return ordered

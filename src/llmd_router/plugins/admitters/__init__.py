@@ -1,0 +1,1 @@
+"""Admitters: refuse a request before it is scheduled."""

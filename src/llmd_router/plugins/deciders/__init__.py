@@ -1,0 +1,1 @@
+"""Deciders: whether a disaggregated stage (prefill, encode) runs for a request."""

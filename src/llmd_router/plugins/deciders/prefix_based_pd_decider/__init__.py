@@ -1,0 +1,124 @@
+"""``prefix-based-pd-decider``: prefill apart when the decode endpoint lacks enough of the prompt.
+
+Rules, in order (any "no" means decode-only):
+
+1. ``nonCachedTokens == 0``: no (the decider is off).
+2. ``tokens`` = the prompt's length in tokens; ``promptTokens > 0`` and ``tokens < promptTokens``:
+   no.
+3. ``tokens < nonCachedTokens``: no.
+4. No ``PREFIX_MATCH`` entry for the decode endpoint: no.
+5. Yes iff ``tokens - match_blocks * block_size_tokens >= nonCachedTokens``.
+
+llm-d counts the tokens of its token producer, by default an estimator that packs 4 bytes into a
+token. This router has no token producer, so ``prompt_tokens`` makes the same estimate from the
+same bytes: a chat request's roles and text, a completion's prompt text (one count per string),
+token ids as given, and the JSON of other inputs. The placeholder tokens llm-d's estimator adds
+for images, audio and video are not counted.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+import msgspec
+
+from llmd_router.framework import PREFIX_MATCH, DataKey, Params, Plugin, Stability
+from llmd_router.parsing.request import ApiKind
+
+if TYPE_CHECKING:
+    from llmd_router.datalayer.endpoints import Endpoint
+    from llmd_router.framework import CycleState
+    from llmd_router.parsing.request import InferenceRequest
+
+__all__ = ["PrefixBasedPDDecider", "PrefixBasedPDDeciderParams", "prompt_tokens"]
+
+BYTES_PER_TOKEN: Final = 4
+
+
+class PrefixBasedPDDeciderParams(Params, frozen=True):
+    non_cached_tokens: int = 0  # 0: never disaggregate
+    prompt_tokens: int = 0  # 0: no minimum prompt length
+
+    def __post_init__(self) -> None:
+        if self.non_cached_tokens < 0:
+            raise ValueError(f"nonCachedTokens: must be >= 0, got {self.non_cached_tokens}")
+        if self.prompt_tokens < 0:
+            raise ValueError(f"promptTokens: must be >= 0, got {self.prompt_tokens}")
+
+
+def _packed(n_bytes: int) -> int:
+    return -(-n_bytes // BYTES_PER_TOKEN)
+
+
+def _is_token_ids(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _chat_bytes(messages: list[Any]) -> int:
+    total = 0
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        role, content = message.get("role"), message.get("content")
+        if isinstance(role, str):
+            total += len(role.encode())
+        if isinstance(content, str):
+            total += len(content.encode())
+        elif isinstance(content, list):
+            for block in content:
+                if not isinstance(block, dict) or block.get("type") != "text":
+                    continue  # media blocks: see the module docstring
+                text = block.get("text")
+                if isinstance(text, str):
+                    total += len(text.encode())
+    return total
+
+
+def prompt_tokens(request: InferenceRequest) -> int:
+    """The prompt's estimated length in tokens (0 when there is no prompt to measure)."""
+    if request.messages is not None:
+        return _packed(_chat_bytes(request.messages))
+    prompt = request.prompt
+    if prompt is None:
+        return 0
+    if _is_token_ids(prompt):
+        return len(prompt)
+    if request.kind is ApiKind.COMPLETIONS:
+        if isinstance(prompt, str):
+            return _packed(len(prompt.encode()))
+        if isinstance(prompt, list):
+            return sum(_packed(len(s.encode())) for s in prompt if isinstance(s, str))
+        return 0
+    if request.kind is ApiKind.RESPONSES:
+        return _packed(len(msgspec.json.encode([{"input": prompt}])))
+    if request.kind in (ApiKind.EMBEDDINGS, ApiKind.CONVERSATIONS):
+        return _packed(len(msgspec.json.encode(prompt)))
+    return 0
+
+
+class PrefixBasedPDDecider(Plugin[PrefixBasedPDDeciderParams]):
+    """Approves a separate prefill when the decode endpoint's uncached suffix is long enough."""
+
+    TYPE: ClassVar[str] = "prefix-based-pd-decider"
+    Params: ClassVar[type[Any]] = PrefixBasedPDDeciderParams
+    STABILITY: ClassVar[Stability] = Stability.BETA
+    consumes: ClassVar[tuple[DataKey[Any], ...]] = (PREFIX_MATCH,)
+
+    def decide(
+        self, cycle: CycleState, request: InferenceRequest, primary: Endpoint | None
+    ) -> bool:
+        threshold = self.params.non_cached_tokens
+        if threshold == 0 or primary is None:
+            return False
+        tokens = prompt_tokens(request)
+        minimum = self.params.prompt_tokens
+        if (minimum > 0 and tokens < minimum) or tokens < threshold:
+            return False
+        match = (cycle.get(PREFIX_MATCH) or {}).get(primary.key)
+        if match is None:
+            return False
+        return tokens - match.match_blocks * match.block_size_tokens >= threshold

@@ -1,0 +1,1 @@
+"""Discovery plugins: where the pool's endpoints come from."""

@@ -1,0 +1,1 @@
+"""Extractors: turn what a data source fetched into an endpoint's signals."""

@@ -1,0 +1,1 @@
+"""Data producers: per-request data that filters and scorers read."""

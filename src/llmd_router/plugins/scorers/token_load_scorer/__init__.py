@@ -1,0 +1,66 @@
+"""``token-load-scorer``: prefer the endpoints with the fewest tokens in flight.
+
+Counting tokens rather than requests weighs a 100k-token prompt as the load it is. The count is
+the router's own (``INFLIGHT_LOAD.tokens``). The score falls linearly from 1 (nothing in flight)
+to 0 at ``queueThresholdTokens`` and stays 0 beyond, so it is absolute, not relative to the other
+candidates.
+
+llm-d (August 2026) adds the request's own projected uncached tokens to the endpoint's in-flight
+tokens before scoring; that attribute does not exist here yet, so only the in-flight tokens count.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from llmd_router.framework import (
+    INFLIGHT_LOAD,
+    Category,
+    InFlightLoad,
+    Params,
+    Plugin,
+    Stability,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from llmd_router.datalayer.endpoints import Endpoint
+    from llmd_router.framework import CycleState, DataKey
+    from llmd_router.parsing.request import InferenceRequest
+
+__all__ = ["TokenLoadScorer", "TokenLoadScorerParams"]
+
+DEFAULT_QUEUE_THRESHOLD_TOKENS: Final = 4_194_304  # 128 requests of 32k tokens
+_IDLE: Final = InFlightLoad(requests=0, tokens=0)
+
+
+class TokenLoadScorerParams(Params, frozen=True):
+    queue_threshold_tokens: int = DEFAULT_QUEUE_THRESHOLD_TOKENS  # <= 0: the default, as llm-d
+    in_flight_load_producer_name: str = ""  # accepted; there is one in-flight load producer
+
+
+class TokenLoadScorer(Plugin[TokenLoadScorerParams]):
+    """``1 - min(tokens, T) / T`` with ``tokens`` the endpoint's in-flight tokens and ``T`` =
+    ``queueThresholdTokens``; 1.0 when ``tokens <= 0``."""
+
+    TYPE: ClassVar[str] = "token-load-scorer"
+    Params: ClassVar[type[Any]] = TokenLoadScorerParams
+    STABILITY: ClassVar[Stability] = Stability.BETA
+    category: ClassVar[Category] = Category.DISTRIBUTION
+    consumes: ClassVar[tuple[DataKey[Any], ...]] = (INFLIGHT_LOAD,)
+
+    def __init__(self, name: str, params: TokenLoadScorerParams) -> None:
+        super().__init__(name, params)
+        threshold = params.queue_threshold_tokens
+        self.threshold = threshold if threshold > 0 else DEFAULT_QUEUE_THRESHOLD_TOKENS
+
+    def score(
+        self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
+    ) -> Sequence[float]:
+        loads = cycle.get(INFLIGHT_LOAD) or {}
+        t = float(self.threshold)
+        return [
+            1.0 if tokens <= 0 else 0.0 if tokens >= t else 1.0 - tokens / t
+            for tokens in [loads.get(e.key, _IDLE).tokens for e in endpoints]
+        ]

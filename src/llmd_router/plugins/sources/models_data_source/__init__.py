@@ -1,0 +1,51 @@
+"""``models-data-source``: GET each endpoint's OpenAI model list (``/v1/models``)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from llmd_router.datalayer.http import TlsOptions
+from llmd_router.framework import Params, Stability
+from llmd_router.plugins.sources import (
+    HttpPollingPlugin,
+    HttpSource,
+    check_interval,
+    check_port,
+)
+
+__all__ = ["OPENAI_MODELS", "ModelsDataSource", "ModelsDataSourceParams"]
+
+OPENAI_MODELS = "openai-models-json"
+
+
+class ModelsDataSourceParams(Params, frozen=True):
+    scheme: Literal["http", "https"] = "http"
+    path: str = "/v1/models"
+    port: int = 0
+    insecure_skip_verify: bool = True
+    interval: str = ""
+
+    def __post_init__(self) -> None:
+        check_port(self.port)
+        check_interval(self.interval)
+
+
+class ModelsDataSource(HttpPollingPlugin[ModelsDataSourceParams]):
+    """Polls ``{scheme}://{address}:{port}{path}`` of every endpoint, on every tick unless
+    ``interval`` says otherwise (the list rarely changes: ``interval: 5s`` is plenty)."""
+
+    TYPE: ClassVar[str] = "models-data-source"
+    Params: ClassVar[type[Any]] = ModelsDataSourceParams
+    STABILITY: ClassVar[Stability] = Stability.BETA
+    output: ClassVar[str] = OPENAI_MODELS
+
+    def __init__(self, name: str, params: ModelsDataSourceParams) -> None:
+        super().__init__(name, params)
+        self.interval_s = check_interval(params.interval)
+        self._http = HttpSource(
+            scheme=params.scheme,
+            path=params.path,
+            port=params.port,
+            tls=TlsOptions(insecure_skip_verify=params.insecure_skip_verify),
+            accept="application/json",
+        )

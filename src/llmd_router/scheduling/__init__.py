@@ -1,1 +1,0 @@
-"""Choosing endpoints for requests: contracts in ``framework``, implementations in ``plugins``."""

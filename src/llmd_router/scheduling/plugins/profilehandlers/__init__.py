@@ -1,1 +1,0 @@
-"""Profile handlers and the deciders they consult: which scheduling profiles run."""

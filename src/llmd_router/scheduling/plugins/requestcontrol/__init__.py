@@ -1,1 +1,0 @@
-"""Request control: data producers and admitters that run around scheduling."""
