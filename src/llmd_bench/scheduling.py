@@ -30,7 +30,7 @@ from llmd_router.config import API_VERSION, KIND, load_config
 from llmd_router.datalayer import Endpoint, EndpointMetrics, EndpointStore
 from llmd_router.framework import CycleState
 from llmd_router.observability.metrics import RouterMetrics
-from llmd_router.pipeline.builder import Pipeline, build_pipeline
+from llmd_router.pipeline import Pipeline, build_pipeline
 from llmd_router.plugins.builtin import builtin_registry
 from llmd_router.requestcontrol import Director, Outcome
 
@@ -87,13 +87,8 @@ def fleet(count: int, seed: int) -> list[Endpoint]:
     now = time.monotonic()
     endpoints = []
     for i in range(count):
-        endpoint = Endpoint(
-            f"pod-{i}",
-            f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
-            8000,
-            labels={"llm-d.ai/role": rng.choice(_ROLES)},
-        )
-        endpoint.metrics = EndpointMetrics(
+        labels = {"llm-d.ai/role": rng.choice(_ROLES)}
+        metrics = EndpointMetrics(
             waiting_queue_size=rng.randrange(0, 32),
             running_requests=rng.randrange(0, 256),
             kv_cache_usage=rng.random(),
@@ -101,7 +96,8 @@ def fleet(count: int, seed: int) -> list[Endpoint]:
             max_active_models=4,
             updated_at=now,
         )
-        endpoints.append(endpoint)
+        address = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+        endpoints.append(Endpoint(f"pod-{i}", address, 8000, labels=labels, metrics=metrics))
     return endpoints
 
 
@@ -125,15 +121,20 @@ def _summary(scenario: str, endpoints: int, samples_ns: list[int]) -> Row:
     return Row(scenario, endpoints, n, sum(ordered) / n / 1000, at(0.5), at(0.99), at(1.0))
 
 
-def _pipeline(config: str | None, metrics: RouterMetrics) -> Pipeline:
-    return build_pipeline(load_config(config), builtin_registry(), timer=metrics.plugin_timer)
+def _pipeline(config: str | None, metrics: RouterMetrics, store: EndpointStore) -> Pipeline:
+    return build_pipeline(
+        load_config(config),
+        builtin_registry(),
+        timer=metrics.plugin_timer,
+        inflight=store.inflight,
+    )
 
 
 def _decide(scenario: str, store: EndpointStore, body: bytes) -> tuple[Callable[[int], None], int]:
     """One decision as a function of its index, and how many warm-up decisions to leave in
     flight (route scenarios only)."""
     metrics = RouterMetrics()
-    pipeline = _pipeline(HEAVY_CONFIG if scenario == "route-heavy" else None, metrics)
+    pipeline = _pipeline(HEAVY_CONFIG if scenario == "route-heavy" else None, metrics, store)
     if scenario == "schedule":
         request = pipeline.parsers.resolve(_PATH).parse(_PATH, {":path": _PATH}, body, "bench")
         candidates = store.all()

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llmd_router.app import Router, RouterOptions
 from llmd_router.datalayer import Endpoint
 from llmd_router.extproc.server import self_signed_certificate
-from tests.extproc_client import (
+from llmd_router.testing.extproc import (
     ExtProcClient,
     access_log,
     request_body,

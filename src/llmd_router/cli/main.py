@@ -38,7 +38,7 @@ from llmd_router.datalayer import (
     parse_endpoint_list,
 )
 from llmd_router.datalayer.discovery import StaticDiscovery
-from llmd_router.pipeline.builder import build_pipeline
+from llmd_router.pipeline import build_pipeline, resolved_config
 from llmd_router.plugins.builtin import builtin_registry
 from llmd_router.proxy.bootstrap import ProxyConfig, build_bootstrap
 from llmd_router.proxy.supervisor import EnvoyError
@@ -424,7 +424,7 @@ def _check_config(args: argparse.Namespace) -> None:
         )
     for note in pipeline.notes:
         print(f"# {note}")
-    print(yaml.safe_dump(pipeline.resolved(), sort_keys=False), end="")
+    print(yaml.safe_dump(resolved_config(pipeline), sort_keys=False), end="")
 
 
 def _print_envoy_config(args: argparse.Namespace) -> None:

@@ -15,12 +15,17 @@ The first failure and the recovery are logged once each; failures in between are
 
 The bindings can be replaced while running (a configuration reload); each task reads them at
 the start of every tick.
+
+What a poll reads is written to the store (``EndpointStore.report``): each extractor gets the
+endpoint's current snapshot and returns its new signals. The loops are the task owner's
+(``llmd_router.tasks``): one that dies is reported and restarted; ``unwatch`` stops one on
+purpose.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import random
 import time
@@ -32,6 +37,8 @@ if TYPE_CHECKING:
 
     from llmd_router.datalayer.endpoints import Endpoint
     from llmd_router.datalayer.interfaces import Extractor, PollingSource
+    from llmd_router.datalayer.store import EndpointStore
+    from llmd_router.tasks import Loop, Ready, TaskOwner
 
 __all__ = ["Collector", "SourceBinding"]
 
@@ -52,6 +59,7 @@ def _noop(*_: str) -> None:
 class Collector:
     def __init__(
         self,
+        store: EndpointStore,
         bindings: Sequence[SourceBinding] = (),
         *,
         interval_s: float = 0.05,
@@ -61,6 +69,7 @@ class Collector:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
+        self._store = store
         self.bindings: tuple[SourceBinding, ...] = tuple(bindings)
         self.interval_s = interval_s
         self.timeout_s = timeout_s
@@ -68,22 +77,28 @@ class Collector:
         self._on_extract_error = on_extract_error
         self._clock = clock
         self._rng = rng or random.Random()
-        self._endpoints: set[Endpoint] = set()
-        self._tasks: dict[Endpoint, asyncio.Task[None]] = {}
+        self._endpoints: set[str] = set()  # ids
+        self._loops: dict[str, Loop] = {}
+        self._owner: TaskOwner | None = None
         self.polls = 0
         self.poll_errors = 0
 
+    def start(self, owner: TaskOwner) -> None:
+        """Poll every watched endpoint from now on, each in a loop of ``owner``'s."""
+        self._owner = owner
+        self._sync()
+
     def watch(self, endpoint: Endpoint) -> None:
         """Poll ``endpoint`` from now on (while there is something to poll)."""
-        self._endpoints.add(endpoint)
+        self._endpoints.add(endpoint.id)
         self._sync()
 
     def unwatch(self, endpoint: Endpoint) -> None:
         """Stop polling ``endpoint`` and release its connections."""
-        self._endpoints.discard(endpoint)
-        task = self._tasks.pop(endpoint, None)
-        if task is not None:
-            task.cancel()
+        self._endpoints.discard(endpoint.id)
+        loop = self._loops.pop(endpoint.id, None)
+        if loop is not None:
+            loop.cancel()
         for binding in self.bindings:
             binding.source.forget(endpoint)
 
@@ -97,33 +112,32 @@ class Collector:
         self._sync()
 
     def _sync(self) -> None:
-        """One task per watched endpoint while there are bindings; none otherwise."""
+        """One loop per watched endpoint while there are bindings; none otherwise."""
         if not self.bindings:
-            for task in self._tasks.values():
-                task.cancel()
-            self._tasks.clear()
+            for loop in self._loops.values():
+                loop.cancel()
+            self._loops.clear()
             return
-        loop = asyncio.get_running_loop()
-        for endpoint in self._endpoints - self._tasks.keys():
-            self._tasks[endpoint] = loop.create_task(
-                self._run(endpoint), name=f"collect {endpoint.id}"
+        owner = self._owner
+        if owner is None:  # not started yet
+            return
+        for endpoint_id in self._endpoints - self._loops.keys():
+            self._loops[endpoint_id] = owner.spawn(
+                f"collect {endpoint_id}", functools.partial(self._run, endpoint_id)
             )
 
-    async def aclose(self) -> None:
-        tasks = list(self._tasks.values())
-        self._tasks.clear()
+    def close(self) -> None:
+        """Release every source's connections (the loops end with their owner)."""
+        for loop in self._loops.values():
+            loop.cancel()
+        self._loops.clear()
         self._endpoints.clear()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         for binding in self.bindings:
             binding.source.close()
 
     def statistics(self) -> dict[str, object]:
         return {
-            "endpoints": len(self._tasks),
+            "endpoints": len(self._loops),
             "intervalSeconds": self.interval_s,
             "timeoutSeconds": self.timeout_s,
             "polls": self.polls,
@@ -131,7 +145,8 @@ class Collector:
             "sources": [b.source.name for b in self.bindings],
         }
 
-    async def _run(self, endpoint: Endpoint) -> None:
+    async def _run(self, endpoint_id: str, ready: Ready) -> None:
+        ready()
         await asyncio.sleep(self._rng.random() * self.interval_s)
         next_at = self._clock()
         tick = 0
@@ -141,7 +156,7 @@ class Collector:
                 every = binding.source.interval_s
                 if every and tick % max(1, round(every / self.interval_s)):
                     continue
-                await self._poll(endpoint, binding, failing)
+                await self._poll(endpoint_id, binding, failing)
             tick += 1
             next_at += self.interval_s
             delay = next_at - self._clock()
@@ -150,7 +165,10 @@ class Collector:
                 delay = 0.0
             await asyncio.sleep(delay)
 
-    async def _poll(self, endpoint: Endpoint, binding: SourceBinding, failing: set[str]) -> None:
+    async def _poll(self, endpoint_id: str, binding: SourceBinding, failing: set[str]) -> None:
+        endpoint = self._store.by_id(endpoint_id)
+        if endpoint is None:  # it left the pool; unwatch stops this loop
+            return
         source = binding.source
         self.polls += 1
         error: str | None = None
@@ -165,7 +183,7 @@ class Collector:
         if error is not None:
             self.poll_errors += 1
             self._on_poll_error(binding.source_type)
-            endpoint.signal_error = f"{source.name}: {error}"
+            self._store.report(endpoint_id, signal_error=f"{source.name}: {error}")
             if source.name not in failing:
                 failing.add(source.name)
                 _log.warning(
@@ -182,12 +200,24 @@ class Collector:
             _log.info("endpoint %s (%s): %s polls again", endpoint.id, endpoint.key, source.name)
         now = self._clock()
         problems: list[str] = []
+        current = self._store.by_id(endpoint_id)  # the poll awaited: take the newest snapshot
+        if current is None or current.key != endpoint.key:  # gone, or another server by now
+            return
         for extractor, extractor_type in binding.extractors:
             try:
-                errors = extractor.extract(data, endpoint, now)
+                signals = extractor.extract(data, current, now)
             except Exception as exc:  # noqa: BLE001  a plugin's bug must not stop collection
-                errors = [f"{type(exc).__name__}: {exc}"]
+                errors: Sequence[str] = [f"{type(exc).__name__}: {exc}"]
+            else:
+                errors = signals.errors
+                if signals.metrics is not None or signals.models is not None:
+                    # The next extractor reads what this one found.
+                    current = self._store.report(
+                        endpoint_id, metrics=signals.metrics, models=signals.models
+                    )
+                    if current is None:
+                        return
             if errors:
                 self._on_extract_error(binding.source_type, extractor_type)
                 problems.append(f"{extractor.name}: {'; '.join(errors)}")
-        endpoint.signal_error = "; ".join(problems)
+        self._store.report(endpoint_id, signal_error="; ".join(problems))

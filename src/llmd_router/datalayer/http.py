@@ -24,7 +24,9 @@ import httptools
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["FetchError", "HttpFetcher", "TlsOptions"]
+    from llmd_router.datalayer.endpoints import Endpoint
+
+__all__ = ["FetchError", "HttpFetcher", "HttpSource", "TlsOptions"]
 
 MAX_BODY_BYTES: Final = 16 << 20
 
@@ -221,3 +223,34 @@ class HttpFetcher:
             ).encode()
             self._requests[(host, port)] = request
         return request
+
+
+class HttpSource:
+    """A data source's I/O: GET one path from each endpoint (its address, or ``port`` when
+    set), over one kept-alive connection per endpoint. ValueError when the TLS settings cannot
+    be used."""
+
+    def __init__(
+        self,
+        *,
+        scheme: str,
+        path: str,
+        port: int,
+        tls: TlsOptions,
+        accept: str,
+    ) -> None:
+        try:
+            context = tls.context() if scheme == "https" else None
+        except OSError as exc:  # ssl.SSLError is an OSError
+            raise ValueError(f"TLS: {exc}") from None
+        self._fetcher = HttpFetcher(path, tls=context, accept=accept)
+        self._port = port
+
+    async def poll(self, endpoint: Endpoint) -> bytes:
+        return await self._fetcher.get(endpoint.address, self._port or endpoint.port)
+
+    def forget(self, endpoint: Endpoint) -> None:
+        self._fetcher.forget(endpoint.address, self._port or endpoint.port)
+
+    def close(self) -> None:
+        self._fetcher.close()

@@ -16,7 +16,9 @@ Kubernetes InferencePool watch is another implementation of the same two methods
 
 **Signals.** A ``PollingSource`` fetches something from one endpoint (``/metrics``,
 ``/v1/models``); the ``Extractor``s bound to it in ``dataLayer.sources`` turn what it fetched
-into the endpoint's signals. A source names what it returns (``output``) and an extractor what
+into the endpoint's signals (``Signals``), which the collector reports to the store: an
+extractor reads the endpoint's snapshot and returns what changed, it never writes. A source
+names what it returns (``output``) and an extractor what
 it reads (``input``); the configuration is refused when they differ.
 """
 
@@ -25,11 +27,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from llmd_router.datalayer.endpoints import Endpoint, Signals
 
-    from llmd_router.datalayer.endpoints import Endpoint
-
-__all__ = ["DiscoverySink", "EndpointDiscovery", "Extractor", "PollingSource"]
+__all__ = ["DiscoverySink", "EndpointDiscovery", "Extractor", "PollingSource", "UpdatesMetrics"]
 
 
 class DiscoverySink(Protocol):
@@ -70,7 +70,16 @@ class Extractor(Protocol):
     name: str
     input: str  # the ``output`` of the sources it can be bound to
 
-    def extract(self, data: Any, endpoint: Endpoint, now: float) -> Sequence[str]:
-        """Update ``endpoint`` from ``data``; return one message per signal that could not be
-        read (empty when all were). ``now`` is ``time.monotonic()`` at the end of the poll."""
+    def extract(self, data: Any, endpoint: Endpoint, now: float) -> Signals:
+        """The endpoint's new signals read from ``data``, with one message per signal that
+        could not be read (none when all were). ``endpoint`` is its current snapshot (its
+        previous signals, its labels); ``now`` is ``time.monotonic()`` at the end of the poll."""
         ...
+
+
+@runtime_checkable
+class UpdatesMetrics(Protocol):
+    """An extractor that declares it keeps ``endpoint.metrics`` current: the store offers only
+    endpoints whose metrics are fresh once one such extractor is bound."""
+
+    updates_metrics: bool

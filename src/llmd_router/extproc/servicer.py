@@ -98,45 +98,39 @@ class AccessLogServicer(AccessLogServiceServicer):  # type: ignore[misc]
     """Envoy's access log stream: each batch of entries tells the director which routed
     requests ended. Envoy keeps one stream per worker open for as long as it runs, so
     ``close`` answers them all when the router stops: a server's graceful stop would otherwise
-    wait its whole grace period for them."""
+    wait its whole grace period for them. Each open stream reads inside a timeout scope with no
+    deadline; ``close`` moves every scope's deadline to now."""
 
     def __init__(self, director: Director) -> None:
         self._director = director
-        self._closing = asyncio.Event()
+        self._closing = False
+        self._scopes: set[asyncio.Timeout] = set()
 
     async def StreamAccessLogs(  # the gRPC method name
         self,
         request_iterator: AsyncIterator[AccessLogsMessage],
         context: Any,
     ) -> Any:
-        closing = asyncio.ensure_future(self._closing.wait())
-        read: asyncio.Future[AccessLogsMessage] | None = None
+        if self._closing:
+            return ACCESS_LOG_ACK
+        scope = asyncio.timeout(None)
+        self._scopes.add(scope)
         try:
-            while True:
-                read = asyncio.ensure_future(anext(request_iterator))
-                await asyncio.wait((read, closing), return_when=asyncio.FIRST_COMPLETED)
-                if not read.done():
-                    break
-                try:
-                    message = read.result()
-                except StopAsyncIteration:
-                    break
-                self._director.ended(decode_access_logs(message))
+            async with scope:
+                async for message in request_iterator:
+                    self._director.ended(decode_access_logs(message))
+        except TimeoutError:  # closed by the router
+            pass
         finally:
-            closing.cancel()
-            if read is not None:  # a read cut short may still end with an error: retrieve it
-                read.add_done_callback(_retrieve)
-                read.cancel()
+            self._scopes.discard(scope)
         return ACCESS_LOG_ACK
 
     def open(self) -> None:
-        self._closing.clear()
+        self._closing = False
 
     def close(self) -> None:
         """Answer every access log stream now (Envoy opens a new one when it next logs)."""
-        self._closing.set()
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+        self._closing = True
+        now = asyncio.get_running_loop().time()
+        for scope in self._scopes:
+            scope.reschedule(now)

@@ -3,6 +3,16 @@
 Never imports a plugin. User plugins import what they need from here.
 """
 
+from llmd_router.datalayer.inflight import InFlightCharge, InFlightView
+from llmd_router.framework.capabilities import (
+    Binds,
+    ChecksProfiles,
+    Consumes,
+    HasStatistics,
+    Parameterised,
+    PluginHandle,
+    Produces,
+)
 from llmd_router.framework.cycle import (
     INFLIGHT_LOAD,
     PREFIX_MATCH,
@@ -10,6 +20,7 @@ from llmd_router.framework.cycle import (
     DataKey,
     InFlightLoad,
     PrefixMatch,
+    RequestOutputs,
 )
 from llmd_router.framework.interfaces import (
     Admitter,
@@ -44,26 +55,36 @@ __all__ = [
     "INFLIGHT_LOAD",
     "PREFIX_MATCH",
     "Admitter",
+    "Binds",
     "Category",
+    "ChecksProfiles",
     "Completion",
+    "Consumes",
     "CycleState",
     "DataKey",
     "DataProducer",
     "Decider",
     "Filter",
+    "HasStatistics",
+    "InFlightCharge",
     "InFlightLoad",
+    "InFlightView",
     "NoParams",
+    "Parameterised",
     "Params",
     "Parser",
     "Picker",
     "Plugin",
+    "PluginHandle",
     "PluginType",
     "PreRequest",
     "PrefixMatch",
+    "Produces",
     "ProfileHandler",
     "ProfileResult",
     "ProfileTrace",
     "Registry",
+    "RequestOutputs",
     "ResponseComplete",
     "SaturationDetector",
     "SchedulingError",

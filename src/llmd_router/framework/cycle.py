@@ -4,12 +4,19 @@ A ``DataKey`` names a value and carries its type, so ``cycle.get(INFLIGHT_LOAD)`
 without casts. Per-endpoint data is one mapping per key, keyed by ``Endpoint.key``: a producer
 writes it once for all candidates, instead of copying every endpoint to attach attributes.
 One ``CycleState`` lives for one request (all its profiles and hooks), then is dropped.
+
+A request's outputs beyond its endpoint live here too (``outputs``), never on the request: the
+headers pre-request hooks add to or remove from the forwarded request, the headers the client
+gets on the response, and what the request costs endpoints while it is in flight. The director
+turns them into the decision and the in-flight charges when the request is routed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Generic, TypeVar, cast
+
+from llmd_router.datalayer.inflight import InFlightCharge, InFlightLoad
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -21,6 +28,7 @@ __all__ = [
     "DataKey",
     "InFlightLoad",
     "PrefixMatch",
+    "RequestOutputs",
 ]
 
 T = TypeVar("T")
@@ -34,13 +42,47 @@ class DataKey(Generic[T]):
         return f"DataKey({self.name!r})"
 
 
+class RequestOutputs:
+    """What the hooks decided for a request besides its endpoint."""
+
+    __slots__ = ("charges", "remove_headers", "response_headers", "set_headers")
+
+    def __init__(self) -> None:
+        self.set_headers: dict[str, str] = {}  # added to the request forwarded upstream
+        self.remove_headers: set[str] = set()  # removed from it (a client's own copy included)
+        self.response_headers: dict[str, str] = {}  # for the client, on the response
+        self.charges: list[InFlightCharge] = []  # beyond the one request on the chosen endpoint
+
+    def set_header(self, name: str, value: str) -> None:
+        self.set_headers[name] = value
+        self.remove_headers.discard(name)
+
+    def remove_header(self, name: str) -> None:
+        self.set_headers.pop(name, None)
+        self.remove_headers.add(name)
+
+    def set_response_header(self, name: str, value: str) -> None:
+        self.response_headers[name] = value
+
+    def charge(self, key: str, *, requests: int = 0, tokens: int = 0) -> None:
+        """Count ``requests`` and ``tokens`` in flight to endpoint ``key`` until the request
+        ends (the router releases them then, exactly once)."""
+        self.charges.append(InFlightCharge(key, requests, tokens))
+
+    def charges_for(self, primary_key: str) -> tuple[InFlightCharge, ...]:
+        """Everything a request routed to ``primary_key`` costs while in flight: one request
+        there, and what the hooks charged."""
+        return (InFlightCharge(primary_key, requests=1), *self.charges)
+
+
 class CycleState:
-    __slots__ = ("_values", "empty_profiles")
+    __slots__ = ("_values", "empty_profiles", "outputs")
 
     def __init__(self) -> None:
         self._values: dict[DataKey[object], object] = {}
         # Profiles that found no endpoint, with the filter that removed the last one.
         self.empty_profiles: dict[str, str | None] = {}
+        self.outputs = RequestOutputs()
 
     def put(self, key: DataKey[T], value: T) -> None:
         self._values[cast("DataKey[object]", key)] = value
@@ -50,14 +92,6 @@ class CycleState:
 
     def __contains__(self, key: DataKey[object]) -> bool:
         return key in self._values
-
-
-@dataclass(frozen=True, slots=True)
-class InFlightLoad:
-    """Work the router has sent to an endpoint and not yet seen finish."""
-
-    requests: int
-    tokens: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -213,8 +213,9 @@ class Admitter(Protocol):
 
 @runtime_checkable
 class PreRequest(Protocol):
-    """Runs once the request is scheduled, before it is forwarded. May add request headers
-    (``request.add_headers``) and response headers (``request.response_headers``)."""
+    """Runs once the request is scheduled, before it is forwarded. What it decides goes in
+    ``cycle.outputs``: headers set on or removed from the forwarded request, headers for the
+    client's response, and in-flight charges."""
 
     name: str
 

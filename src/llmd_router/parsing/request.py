@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -42,12 +42,6 @@ class InferenceRequest:
     fairness_id: str = "default-flow"
     objective: str | None = None
     priority: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-    # Set by hooks after scheduling: headers added to (or removed from) the request forwarded
-    # upstream, and headers the client gets on the response.
-    add_headers: dict[str, str] = field(default_factory=dict)
-    remove_headers: set[str] = field(default_factory=set)
-    response_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def size(self) -> int:

@@ -13,9 +13,9 @@ deterministic (configuration order wherever llm-d iterates a Go map):
    consumes and none produces; unless ``dataLayer.injectDefaults: false``, a
    ``metrics-data-source`` read by a ``core-metrics-extractor`` when no metrics source is bound.
 3. Check ``dataLayer``: every source is a data source, every extractor reads what its source
-   gives, the discovery plugin discovers endpoints. Let plugins that refer to others by name
-   (``bind``) find them, and a profile handler that names profiles (``check_profiles``) check
-   that they exist.
+   gives, the discovery plugin discovers endpoints (``pipeline.datalayer``). Let plugins that
+   refer to others by name or read the in-flight count (``Binds``) find them, and a profile
+   handler that names profiles (``ChecksProfiles``) check that they exist.
 4. Wire: profiles get their filters, weighted scorers and picker; every plugin of a
    request-control kind joins that list, whether or not a profile names it. Producers are
    ordered so that each runs after the producers of what it consumes.
@@ -23,21 +23,25 @@ deterministic (configuration order wherever llm-d iterates a Go map):
 Any inconsistency is a ``ConfigError`` naming the plugin, profile or field. Building is also
 how a reload is validated: a pipeline that builds is complete. Given the previous pipeline, a
 plugin whose type, name and parameters are unchanged is carried over as the same object, so
-its state (in-flight counts, LRU lists) survives the reload.
+its state (LRU lists, session bindings) survives the reload.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from llmd_router.config import ConfigError, LoadedConfig
-from llmd_router.config.schema import DataLayer
-from llmd_router.datalayer.collector import SourceBinding
-from llmd_router.datalayer.interfaces import EndpointDiscovery, Extractor, PollingSource
+from llmd_router.config import ConfigError
+from llmd_router.datalayer.inflight import InFlightLedger
+from llmd_router.framework.capabilities import (
+    Binds,
+    ChecksProfiles,
+    Consumes,
+    PluginHandle,
+    Produces,
+)
 from llmd_router.framework.interfaces import (
     Admitter,
     DataProducer,
@@ -58,14 +62,18 @@ from llmd_router.framework.scheduler import (
     null_timer,
 )
 from llmd_router.parsing.select import ParserSet
+from llmd_router.pipeline.datalayer import bind_data_layer
+from llmd_router.pipeline.pipeline import BuiltPlugin, Pipeline
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable
 
+    from llmd_router.config import LoadedConfig
+    from llmd_router.datalayer.inflight import InFlightView
     from llmd_router.framework.cycle import DataKey
     from llmd_router.framework.plugin import Registry
 
-__all__ = ["BuiltPlugin", "Pipeline", "build_pipeline"]
+__all__ = ["PluginSet", "build_pipeline"]
 
 _log = logging.getLogger(__name__)
 
@@ -75,109 +83,9 @@ DEFAULT_HANDLER: Final = "single-profile-handler"
 DEFAULT_SATURATION: Final = "utilization-detector"
 
 
-@dataclass(frozen=True, slots=True)
-class BuiltPlugin:
-    name: str
-    type: str
-    instance: Any
-    identity: bytes  # type, name and parameters: equal identities may share an instance
-    injected: bool = False  # added by a system default, not named in the configuration
+class PluginSet:
+    """The plugins being built for one configuration, by name."""
 
-    def kinds(self) -> list[str]:
-        return [kind for kind, proto in _KINDS if isinstance(self.instance, proto)]
-
-
-_KINDS: Final = (
-    ("ProfileHandler", ProfileHandler),
-    ("Filter", Filter),
-    ("Scorer", Scorer),
-    ("Picker", Picker),
-    ("DataProducer", DataProducer),
-    ("Admitter", Admitter),
-    ("PreRequest", PreRequest),
-    ("ResponseComplete", ResponseComplete),
-    ("SaturationDetector", SaturationDetector),
-    ("Parser", Parser),
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Pipeline:
-    """Everything one configuration decides, ready to serve requests."""
-
-    loaded: LoadedConfig
-    plugins: Mapping[str, BuiltPlugin]
-    scheduler: PluginScheduler
-    parsers: ParserSet
-    producers: tuple[tuple[DataProducer, Observe], ...]
-    admitters: tuple[tuple[Admitter, Observe], ...]
-    pre_request: tuple[tuple[PreRequest, Observe], ...]
-    response_complete: tuple[tuple[ResponseComplete, Observe], ...]
-    saturation: SaturationDetector
-    notes: tuple[str, ...] = field(default=())
-    parse_observers: Mapping[str, Observe] = field(default_factory=dict)  # by parser name
-    sources: tuple[SourceBinding, ...] = ()  # what the collector polls, and who reads it
-    discovery: EndpointDiscovery | None = None  # dataLayer.discovery, when configured
-
-    @property
-    def collects_metrics(self) -> bool:
-        """Some bound extractor keeps ``endpoint.metrics`` up to date (freshness applies)."""
-        return any(
-            getattr(extractor, "updates_metrics", False)
-            for binding in self.sources
-            for extractor, _ in binding.extractors
-        )
-
-    def resolved(self) -> dict[str, Any]:
-        """The configuration as it runs: defaults filled in, parameters fully spelled out."""
-        plugins = []
-        for built in self.plugins.values():
-            entry: dict[str, Any] = {"name": built.name, "type": built.type}
-            params = getattr(built.instance, "params", None)
-            if params is not None:
-                entry["parameters"] = msgspec.to_builtins(params)
-            if built.injected:
-                entry["injected"] = True
-            plugins.append(entry)
-        profiles = []
-        for profile in self.scheduler.profiles.values():
-            refs: list[dict[str, Any]] = [{"pluginRef": f.name} for f, _ in profile.filters]
-            refs += [{"pluginRef": s.name, "weight": w} for s, w, _ in profile.scorers]
-            refs.append({"pluginRef": profile.picker[0].name})
-            profiles.append({"name": profile.name, "plugins": refs})
-        return {
-            "apiVersion": self.loaded.config.api_version,
-            "kind": self.loaded.config.kind,
-            "featureGates": [f"{k}={str(v).lower()}" for k, v in self.loaded.gates.items()],
-            "plugins": plugins,
-            "schedulingProfiles": profiles,
-            "profileHandler": self.scheduler.handler.name,
-            "requestHandler": {"parsers": [{"pluginRef": p.name} for p in self.parsers.parsers]},
-            "saturationDetector": {"pluginRef": self.saturation.name},
-            "dataLayer": {
-                "sources": [
-                    {
-                        "pluginRef": b.source.name,
-                        "extractors": [{"pluginRef": e.name} for e, _ in b.extractors],
-                    }
-                    for b in self.sources
-                ],
-                **(
-                    {"discovery": {"pluginRef": self.discovery.name}}
-                    if self.discovery is not None
-                    else {}
-                ),
-            },
-            "requestControl": {
-                "dataProducers": [p.name for p, _ in self.producers],
-                "admitters": [p.name for p, _ in self.admitters],
-                "preRequest": [p.name for p, _ in self.pre_request],
-                "responseComplete": [p.name for p, _ in self.response_complete],
-            },
-        }
-
-
-class _Builder:
     def __init__(
         self,
         loaded: LoadedConfig,
@@ -233,8 +141,10 @@ def build_pipeline(
     timer: PluginTimer = null_timer,
     allow_experimental: bool = False,
     previous: Pipeline | None = None,
+    inflight: InFlightView | None = None,
 ) -> Pipeline:
-    """Build and check everything ``loaded`` describes. Raises ConfigError."""
+    """Build and check everything ``loaded`` describes. Raises ConfigError. ``inflight`` is
+    the count of work in flight that plugins may read (a fresh, empty one when not given)."""
     config = loaded.config
     if loaded.gates.get("flowControl"):
         raise ConfigError(
@@ -243,53 +153,37 @@ def build_pipeline(
         )
     if config.flow_control is not None:
         _log.warning("flowControl is ignored: the flowControl feature gate is off")
-    b = _Builder(loaded, registry, allow_experimental=allow_experimental, previous=previous)
+    b = PluginSet(loaded, registry, allow_experimental=allow_experimental, previous=previous)
     for spec in config.plugins:
         b.add(spec.type, spec.name, spec.parameters, injected=False)
 
     profiles = _profiles(b)
     handler = _handler(b, len(profiles))
-    check_profiles = getattr(handler.instance, "check_profiles", None)
-    if check_profiles is not None:  # a handler that names profiles checks they exist
-        check_profiles(list(profiles))
+    if isinstance(handler.instance, ChecksProfiles):  # a handler that names profiles
+        handler.instance.check_profiles(list(profiles))
     parsers = _parsers(b)
     saturation = _saturation(b)
-    sources, discovery = _data_layer(b)
+    sources, discovery = bind_data_layer(b)
     _default_producers(b)
-    _bind(b)
+    _bind(b, inflight if inflight is not None else InFlightLedger())
 
     def observed(point: str, built: BuiltPlugin) -> Observe:
         return timer(point, built.type, built.name)
 
-    built_profiles: dict[str, SchedulerProfile] = {}
-    for name, refs in profiles.items():
-        filters, scorers, pickers = [], [], []
-        for ref_name, weight in refs:
-            built = b.plugins[ref_name]
-            plugin = built.instance
-            if isinstance(plugin, Filter):
-                filters.append((plugin, observed("Filter", built)))
-            if isinstance(plugin, Scorer):
-                scorers.append((plugin, weight, observed("Scorer", built)))
-            if isinstance(plugin, Picker):
-                pickers.append((plugin, observed("Picker", built)))
-        if len(pickers) != 1:
-            names = ", ".join(repr(p.name) for p, _ in pickers)
-            raise ConfigError(f"schedulingProfiles: profile {name!r} has several pickers: {names}")
-        built_profiles[name] = SchedulerProfile(name, tuple(filters), tuple(scorers), pickers[0])
-
     def listed(point: str, proto: type) -> tuple[tuple[Any, Observe], ...]:
         return tuple((x.instance, observed(point, x)) for x in b.of_kind(proto))
 
-    producers = tuple((x.instance, observed("DataProducer", x)) for x in _ordered_producers(b))
     return Pipeline(
         loaded=loaded,
         plugins=dict(b.plugins),
         scheduler=PluginScheduler(
-            handler.instance, built_profiles, timer=timer, handler_type=handler.type
+            handler.instance,
+            {name: _wire(b, name, refs, observed) for name, refs in profiles.items()},
+            timer=timer,
+            handler_type=handler.type,
         ),
         parsers=parsers,
-        producers=producers,
+        producers=tuple((x.instance, observed("DataProducer", x)) for x in _ordered_producers(b)),
         admitters=listed("Admission", Admitter),
         pre_request=listed("PreRequest", PreRequest),
         response_complete=listed("ResponseComplete", ResponseComplete),
@@ -303,7 +197,30 @@ def build_pipeline(
     )
 
 
-def _profiles(b: _Builder) -> dict[str, list[tuple[str, float]]]:
+def _wire(
+    b: PluginSet,
+    name: str,
+    refs: list[tuple[str, float]],
+    observed: Callable[[str, BuiltPlugin], Observe],
+) -> SchedulerProfile:
+    """A profile's filters, weighted scorers and one picker, each with its timer."""
+    filters, scorers, pickers = [], [], []
+    for ref_name, weight in refs:
+        built = b.plugins[ref_name]
+        plugin = built.instance
+        if isinstance(plugin, Filter):
+            filters.append((plugin, observed("Filter", built)))
+        if isinstance(plugin, Scorer):
+            scorers.append((plugin, weight, observed("Scorer", built)))
+        if isinstance(plugin, Picker):
+            pickers.append((plugin, observed("Picker", built)))
+    if len(pickers) != 1:
+        names = ", ".join(repr(p.name) for p, _ in pickers)
+        raise ConfigError(f"schedulingProfiles: profile {name!r} has several pickers: {names}")
+    return SchedulerProfile(name, tuple(filters), tuple(scorers), pickers[0])
+
+
+def _profiles(b: PluginSet) -> dict[str, list[tuple[str, float]]]:
     """Profile name -> (plugin name, weight), with the picker defaults applied."""
     config = b.loaded.config
     profiles: dict[str, list[tuple[str, float]]] = {}
@@ -352,7 +269,7 @@ def _profiles(b: _Builder) -> dict[str, list[tuple[str, float]]]:
     return profiles
 
 
-def _handler(b: _Builder, profile_count: int) -> BuiltPlugin:
+def _handler(b: PluginSet, profile_count: int) -> BuiltPlugin:
     handlers = b.of_kind(ProfileHandler)
     if len(handlers) > 1:
         names = ", ".join(repr(h.name) for h in handlers)
@@ -373,7 +290,7 @@ def _handler(b: _Builder, profile_count: int) -> BuiltPlugin:
     return handler
 
 
-def _parsers(b: _Builder) -> ParserSet:
+def _parsers(b: PluginSet) -> ParserSet:
     config = b.loaded.config
     refs: list[str]
     if config.request_handler is not None and config.request_handler.parsers:
@@ -399,7 +316,7 @@ def _parsers(b: _Builder) -> ParserSet:
     return ParserSet(parsers)
 
 
-def _saturation(b: _Builder) -> SaturationDetector:
+def _saturation(b: PluginSet) -> SaturationDetector:
     config = b.loaded.config
     ref = None
     if config.flow_control is not None and config.flow_control.saturation_detector is not None:
@@ -414,83 +331,10 @@ def _saturation(b: _Builder) -> SaturationDetector:
     return built.instance
 
 
-DEFAULT_METRICS_SOURCE: Final = "metrics-data-source"
-DEFAULT_METRICS_EXTRACTOR: Final = "core-metrics-extractor"
-
-
-def _data_layer(b: _Builder) -> tuple[tuple[SourceBinding, ...], EndpointDiscovery | None]:
-    """The sources with their extractors, and the discovery plugin, from ``dataLayer``.
-
-    As llm-d: unless ``injectDefaults: false``, a configuration that binds no
-    ``metrics-data-source`` gets one, with a ``core-metrics-extractor``. A plugin of those types
-    already in ``plugins`` is used rather than a second one built."""
-    layer = b.loaded.config.data_layer or DataLayer()
-    pairs: list[tuple[str, list[str]]] = [
-        (s.plugin_ref, [e.plugin_ref for e in s.extractors]) for s in layer.sources
-    ]
-    for ref, extractors in pairs:
-        for name in (ref, *extractors):
-            if name not in b.plugins:
-                raise ConfigError(f"dataLayer: plugin {name!r} is not in plugins")
-    bound = {b.plugins[ref].type for ref, _ in pairs}
-    if layer.inject_defaults and DEFAULT_METRICS_SOURCE not in bound:
-        source = _first_of_type(b, DEFAULT_METRICS_SOURCE)
-        extractor = _first_of_type(b, DEFAULT_METRICS_EXTRACTOR)
-        pairs.append((source.name, [extractor.name]))
-    bindings: list[SourceBinding] = []
-    seen: set[str] = set()
-    for ref, extractors in pairs:
-        if ref in seen:
-            raise ConfigError(f"dataLayer.sources: source {ref!r} is listed twice")
-        seen.add(ref)
-        source = b.plugins[ref]
-        if not isinstance(source.instance, PollingSource):
-            raise ConfigError(f"dataLayer.sources: plugin {ref!r} is not a data source")
-        bound_extractors = []
-        for name in extractors:
-            extractor = b.plugins[name]
-            if not isinstance(extractor.instance, Extractor):
-                raise ConfigError(f"dataLayer.sources: plugin {name!r} is not an extractor")
-            if extractor.instance.input != source.instance.output:
-                raise ConfigError(
-                    f"dataLayer.sources: extractor {name!r} reads {extractor.instance.input!r} "
-                    f"but source {ref!r} gives {source.instance.output!r}"
-                )
-            bound_extractors.append((extractor.instance, extractor.type))
-        bindings.append(SourceBinding(source.instance, source.type, tuple(bound_extractors)))
-    if not bindings:
-        b.notes.append("no data sources: model-server metrics are not collected")
-    discovery = None
-    if layer.discovery is not None:
-        ref = layer.discovery.plugin_ref
-        built = b.plugins.get(ref)
-        if built is None:
-            raise ConfigError(f"dataLayer.discovery: plugin {ref!r} is not in plugins")
-        if not isinstance(built.instance, EndpointDiscovery):
-            raise ConfigError(
-                f"dataLayer.discovery: plugin {ref!r} (type {built.type!r}) does not "
-                "discover endpoints"
-            )
-        discovery = built.instance
-    return tuple(bindings), discovery
-
-
-def _first_of_type(b: _Builder, type_name: str) -> BuiltPlugin:
-    for built in b.plugins.values():
-        if built.type == type_name:
-            return built
-    return b.ensure(type_name)
-
-
-def _keys(plugin: Any, attr: str) -> tuple[DataKey[Any], ...]:
-    keys: tuple[DataKey[Any], ...] = getattr(plugin, attr, ())
-    return keys
-
-
-def _default_producers(b: _Builder) -> None:
-    produced = {k for x in b.plugins.values() for k in _keys(x.instance, "produces")}
+def _default_producers(b: PluginSet) -> None:
+    produced = {k for x in b.plugins.values() for k in _produced(x.instance)}
     for built in list(b.plugins.values()):
-        for key in _keys(built.instance, "consumes"):
+        for key in _consumed(built.instance):
             if key in produced:
                 continue
             type_name = b.registry.producer_for(key)
@@ -501,37 +345,42 @@ def _default_producers(b: _Builder) -> None:
                 produced.add(key)  # say it once
                 continue
             producer = b.ensure(type_name)
-            produced.update(_keys(producer.instance, "produces"))
+            produced.update(_produced(producer.instance))
 
 
-def _bind(b: _Builder) -> None:
-    instances = {name: x.instance for name, x in b.plugins.items()}
+def _produced(plugin: object) -> tuple[DataKey[Any], ...]:
+    return plugin.produces if isinstance(plugin, Produces) else ()
+
+
+def _consumed(plugin: object) -> tuple[DataKey[Any], ...]:
+    return plugin.consumes if isinstance(plugin, Consumes) else ()
+
+
+def _bind(b: PluginSet, inflight: InFlightView) -> None:
+    handle = PluginHandle({name: x.instance for name, x in b.plugins.items()}, inflight)
     for built in b.plugins.values():
-        bind = getattr(built.instance, "bind", None)
-        if bind is None:
+        if not isinstance(built.instance, Binds):
             continue
         try:
-            bind(instances)
+            built.instance.bind(handle)
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001  a user plugin's bind: report, do not crash
             raise ConfigError(f"plugin {built.name!r}: {type(exc).__name__}: {exc}") from None
 
 
-def _ordered_producers(b: _Builder) -> list[BuiltPlugin]:
+def _ordered_producers(b: PluginSet) -> list[BuiltPlugin]:
     """Producers in configuration order, moved after the producers of what they consume."""
     pending = b.of_kind(DataProducer)
     makers: dict[DataKey[Any], set[str]] = {}
     for x in pending:
-        for key in _keys(x.instance, "produces"):
+        for key in _produced(x.instance):
             makers.setdefault(key, set()).add(x.name)
     ordered: list[BuiltPlugin] = []
     done: set[str] = set()
     while pending:
         for x in pending:
-            needs = {
-                m for k in _keys(x.instance, "consumes") for m in makers.get(k, ()) if m != x.name
-            }
+            needs = {m for k in _consumed(x.instance) for m in makers.get(k, ()) if m != x.name}
             if needs <= done:
                 ordered.append(x)
                 done.add(x.name)

@@ -11,20 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from llmd_router.datalayer.interfaces import EndpointDiscovery, Extractor, PollingSource
-from llmd_router.framework import (
-    Admitter,
-    DataProducer,
-    Decider,
-    Filter,
-    Parser,
-    Picker,
-    PreRequest,
-    ProfileHandler,
-    ResponseComplete,
-    SaturationDetector,
-    Scorer,
-)
+from llmd_router.framework.kinds import kinds_of_class
 from llmd_router.plugins.builtin import builtin_registry
 
 if TYPE_CHECKING:
@@ -32,22 +19,6 @@ if TYPE_CHECKING:
 
 __all__ = ["render_catalogue"]
 
-_KINDS = (
-    ("profile handler", ProfileHandler),
-    ("decider", Decider),
-    ("filter", Filter),
-    ("scorer", Scorer),
-    ("picker", Picker),
-    ("data producer", DataProducer),
-    ("admitter", Admitter),
-    ("pre-request", PreRequest),
-    ("response-complete", ResponseComplete),
-    ("saturation detector", SaturationDetector),
-    ("parser", Parser),
-    ("data source", PollingSource),
-    ("extractor", Extractor),
-    ("discovery plugin", EndpointDiscovery),
-)
 _SECTIONS = (
     "parser",
     "profile handler",
@@ -65,13 +36,7 @@ _SECTIONS = (
 
 
 def _kinds(cls: type) -> list[str]:
-    # Kinds are what an instance's methods say; ask the class (no instance is needed).
-    out = []
-    for label, proto in _KINDS:
-        members = [m for m in proto.__dict__ if not m.startswith("_") and m != "name"]
-        if members and all(callable(getattr(cls, m, None)) for m in members):
-            out.append(label)
-    return out
+    return [kind.label for kind in kinds_of_class(cls)]
 
 
 def _default(field: msgspec.structs.FieldInfo) -> str:

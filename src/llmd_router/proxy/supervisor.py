@@ -8,6 +8,9 @@ listener's bound port is known, or raises with the tail of Envoy's log if it exi
 shuts down rather than serve without a data plane. ``stop`` sends SIGTERM and waits, then kills.
 On Linux, Envoy is also told to exit when the router's process dies without stopping it (killed,
 or crashed), so that no orphan keeps the listener port.
+
+Envoy's log (stderr) is read as it arrives by the process's protocol (``_EnvoyLog``), not by a
+task of its own: each line is logged and the last ones are kept for error messages.
 """
 
 from __future__ import annotations
@@ -41,6 +44,39 @@ _READY_TIMEOUT: Final = 30.0
 
 class EnvoyError(RuntimeError):
     """Envoy could not be started or kept running."""
+
+
+class _EnvoyLog(asyncio.SubprocessProtocol):
+    """One Envoy process: its stderr, line by line, and its end."""
+
+    def __init__(self, tail: deque[str]) -> None:
+        self._tail = tail
+        self._pending = b""
+        loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.log_closed: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        lines = (self._pending + data).split(b"\n")
+        self._pending = lines.pop()
+        for line in lines:
+            self._line(line)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if self._pending:
+            self._line(self._pending)
+            self._pending = b""
+        if not self.log_closed.done():
+            self.log_closed.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def _line(self, raw: bytes) -> None:
+        text = raw.decode(errors="replace").rstrip()
+        self._tail.append(text)
+        _log.info("envoy: %s", text)
 
 
 _PR_SET_PDEATHSIG: Final = 1
@@ -103,9 +139,9 @@ class EnvoyProcess:
         self._max_restarts = max_restarts
         self._window = restart_window
         self._dir = Path(tempfile.mkdtemp(prefix="llmd-envoy-"))
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: asyncio.SubprocessTransport | None = None
+        self._events: _EnvoyLog | None = None
         self._log_tail: deque[str] = deque(maxlen=40)
-        self._reader: asyncio.Task[None] | None = None
         self._stopping = False
         self.admin_url = ""
         self.listener_port = 0
@@ -130,18 +166,25 @@ class EnvoyProcess:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        return self._process.get_pid() if self._process is not None else None
+
+    @property
+    def _returncode(self) -> int | None:
+        return self._process.get_returncode() if self._process is not None else None
 
     async def start(self) -> None:
         self.listener_port = 0
         (self._dir / "admin-address").unlink(missing_ok=True)
-        self._process = await asyncio.create_subprocess_exec(
+        if self._process is not None:  # the one that exited
+            self._process.close()
+        self._process, self._events = await asyncio.get_running_loop().subprocess_exec(
+            lambda: _EnvoyLog(self._log_tail),
             *self._command(),
+            stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             preexec_fn=_exit_with(os.getpid()),
         )
-        self._reader = asyncio.get_running_loop().create_task(self._read_log(self._process))
         try:
             await asyncio.wait_for(self._wait_ready(), _READY_TIMEOUT)
         except (TimeoutError, EnvoyError) as exc:
@@ -149,19 +192,12 @@ class EnvoyProcess:
             tail = "\n".join(self._log_tail)
             raise EnvoyError(f"Envoy did not become ready: {exc}\n{tail}") from None
 
-    async def _read_log(self, process: asyncio.subprocess.Process) -> None:
-        assert process.stderr is not None
-        while line := await process.stderr.readline():
-            text = line.decode(errors="replace").rstrip()
-            self._log_tail.append(text)
-            _log.info("envoy: %s", text)
-
     async def _wait_ready(self) -> None:
         address_file = self._dir / "admin-address"
         async with aiohttp.ClientSession() as http:
             while True:
-                if self._process is not None and self._process.returncode is not None:
-                    raise EnvoyError(f"Envoy exited with status {self._process.returncode}")
+                if self._returncode is not None:
+                    raise EnvoyError(f"Envoy exited with status {self._returncode}")
                 if address_file.exists() and (address := address_file.read_text().strip()):
                     self.admin_url = f"http://{address}"
                     with contextlib.suppress(aiohttp.ClientError):
@@ -184,8 +220,9 @@ class EnvoyProcess:
         """Keep Envoy running until ``stop``; raise EnvoyError if it keeps dying."""
         deaths: deque[float] = deque()
         while True:
-            assert self._process is not None
-            status = await self._process.wait()
+            assert self._events is not None
+            await asyncio.shield(self._events.exited)  # a cancelled run leaves it to stop()
+            status = self._returncode
             if self._stopping:
                 return
             if self._on_exit is not None:
@@ -214,14 +251,15 @@ class EnvoyProcess:
         shutil.rmtree(self._dir, ignore_errors=True)
 
     async def _terminate(self, grace: float = 10.0) -> None:
-        process = self._process
-        if process is not None and process.returncode is None:
+        process, events = self._process, self._events
+        if process is None or events is None:
+            return
+        if process.get_returncode() is None:
             process.terminate()
             try:
-                await asyncio.wait_for(process.wait(), grace)
+                await asyncio.wait_for(asyncio.shield(events.exited), grace)
             except TimeoutError:
                 process.kill()
-                await process.wait()
-        if self._reader is not None:
-            await self._reader
-            self._reader = None
+                await asyncio.shield(events.exited)
+        await asyncio.shield(events.log_closed)  # the last lines are in the tail
+        process.close()

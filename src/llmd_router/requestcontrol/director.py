@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Literal
 
+from llmd_router.datalayer.inflight import InFlightCharge
 from llmd_router.errors import Internal, ResourceExhausted, RouterError, ServiceUnavailable
 from llmd_router.framework import Completion, CycleState, SchedulingError
 from llmd_router.headers import (
@@ -62,11 +63,12 @@ from llmd_router.requestcontrol.objectives import ModelResources
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
-    from llmd_router.datalayer.endpoints import Endpoint, EndpointStore
+    from llmd_router.datalayer.endpoints import Endpoint
+    from llmd_router.datalayer.store import EndpointStore
     from llmd_router.framework import SchedulingResult
     from llmd_router.observability.metrics import RouterMetrics
     from llmd_router.parsing import InferenceRequest
-    from llmd_router.pipeline.builder import Pipeline
+    from llmd_router.pipeline import Pipeline
     from llmd_router.types import Metadata
 
 __all__ = ["CompletionSource", "Director", "RequestRecord", "subset_hint"]
@@ -84,6 +86,7 @@ class RequestRecord:
     received_at: float
     endpoint: Endpoint
     model: tuple[str, str]
+    charges: tuple[InFlightCharge, ...] = ()  # what the request costs in the in-flight ledger
     exchange_id: str = ""  # set when the access log, not the stream, is to report the end
     settled: bool = False
     # For the response hooks: the request (its body dropped), its result, and the
@@ -185,7 +188,6 @@ class Director:
             self._log_decision(request_id, request, candidates, None, cycle, exc.message)
             raise
         endpoint = result.targets[0]
-        endpoint.inflight += 1
         if endpoint.metrics.updated_at > 0:
             self.metrics.signal_age.observe(self._clock() - endpoint.metrics.updated_at)
         self.metrics.routed(
@@ -198,21 +200,23 @@ class Director:
             endpoint.namespace,
             endpoint.port,
         )
+        outputs = cycle.outputs
         if request.body:
             extra.append((CONTENT_LENGTH, str(len(request.body))))
-        extra.extend(request.add_headers.items())
-        response_headers = request.response_headers
+        extra.extend(outputs.set_headers.items())
+        response_headers = outputs.response_headers
         if self.decisions is not None:
             self._log_decision(request_id, request, candidates, result, cycle, None)
             if headers.get(DEBUG) == "1":
                 response_headers[DECISION] = explanation_header(result, cycle.empty_profiles)
-        record = self._record(request_id, received_at, endpoint, model, extra)
+        charges = outputs.charges_for(endpoint.key)
+        record = self._record(request_id, received_at, endpoint, model, extra, charges)
         decision = Decision(
             destination=",".join(t.key for t in result.targets),
             body=request.body,
             body_mutated=request.body_mutated,
             set_headers=tuple(extra),
-            remove_headers=tuple(sorted(request.remove_headers)),
+            remove_headers=tuple(sorted(outputs.remove_headers)),
             response_headers=tuple(response_headers.items()),
             response_model=_response_model(request),
         )
@@ -254,8 +258,11 @@ class Director:
         endpoint: Endpoint,
         model: tuple[str, str],
         extra: list[tuple[str, str]],
+        charges: tuple[InFlightCharge, ...],
     ) -> RequestRecord:
-        record = RequestRecord(request_id, received_at, endpoint, model)
+        """The routed request's record, charged to the in-flight ledger."""
+        self.store.inflight.charge(charges)
+        record = RequestRecord(request_id, received_at, endpoint, model, charges)
         if self.completion_source == "access-log":
             record.exchange_id = exchange_id = f"{self._exchange_prefix}{next(self._exchange_ids)}"
             extra.append((EXCHANGE_ID, exchange_id))
@@ -337,11 +344,11 @@ class Director:
                 "no endpoints available in the pool", dropped_reason="rejected-no-endpoints"
             )
         endpoint = self._rng.choice(endpoints)
-        endpoint.inflight += 1
         self.metrics.routed(
             model, "default-flow", 0, 0, None, endpoint.name, endpoint.namespace, endpoint.port
         )
-        record = self._record(request_id, received_at, endpoint, model, extra)
+        charges = (InFlightCharge(endpoint.key, requests=1),)
+        record = self._record(request_id, received_at, endpoint, model, extra, charges)
         decision = Decision(destination=endpoint.key, body=b"", set_headers=tuple(extra))
         return decision, record
 
@@ -412,7 +419,7 @@ class Director:
         record.settled = True
         if record.exchange_id:
             self._pending.pop(record.exchange_id, None)
-        record.endpoint.inflight -= 1
+        self.store.inflight.refund(record.charges)
         usage = outcome.usage
         self.metrics.finished(
             record.model,

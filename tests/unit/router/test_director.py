@@ -14,7 +14,7 @@ from llmd_router.datalayer import Endpoint, EndpointMetrics, EndpointStore
 from llmd_router.errors import BadRequest, Internal, ResourceExhausted, ServiceUnavailable
 from llmd_router.observability.metrics import RouterMetrics
 from llmd_router.parsing import Usage, parse_request
-from llmd_router.pipeline.builder import build_pipeline
+from llmd_router.pipeline import build_pipeline
 from llmd_router.plugins.builtin import builtin_registry
 from llmd_router.requestcontrol import Director, Ended, Outcome, subset_hint
 from llmd_router.requestcontrol.explain import DecisionLog

@@ -10,7 +10,7 @@ from llmd_router.config import ConfigError, load_config, load_config_file
 from llmd_router.datalayer import Endpoint
 from llmd_router.framework import CycleState
 from llmd_router.parsing import parse_request
-from llmd_router.pipeline.builder import build_pipeline
+from llmd_router.pipeline import build_pipeline
 from llmd_router.plugins.builtin import builtin_registry
 
 EXAMPLES = Path(__file__).parents[3] / "examples" / "plugins"

@@ -1,26 +1,22 @@
-"""Data-layer plugins: sources that poll endpoints, extractors that read what they fetched,
-and endpoint discovery. The machinery they plug into is ``llmd_router.datalayer``."""
+"""Data sources: what the collector polls from every endpoint. The I/O is the data layer's
+(``llmd_router.datalayer.http.HttpSource``); a source plugin is its parameters and one such
+object."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from llmd_router.config.durations import parse_duration
-from llmd_router.datalayer.http import HttpFetcher, TlsOptions
-from llmd_router.framework.plugin import Plugin
+from llmd_router.framework import Params, Plugin
 
 if TYPE_CHECKING:
     from llmd_router.datalayer.endpoints import Endpoint
+    from llmd_router.datalayer.http import HttpSource
 
-__all__ = ["HttpPollingPlugin", "HttpSource", "check_interval", "check_port"]
+__all__ = ["HttpPollingPlugin", "HttpSourceParams", "check_interval", "optional_path"]
 
-_P = TypeVar("_P")
-
-
-def check_port(port: int) -> None:
-    if not 0 <= port <= 65535:
-        raise ValueError(f"invalid port {port}: must be between 0 and 65535")
+_P = TypeVar("_P", bound="HttpSourceParams")
 
 
 def check_interval(interval: str) -> float | None:
@@ -36,33 +32,23 @@ def check_interval(interval: str) -> float | None:
     return seconds
 
 
-class HttpSource:
-    """A source that GETs one path from each endpoint (its address, or ``port`` when set)."""
+def optional_path(text: str) -> Path | None:
+    return Path(text) if text else None
 
-    def __init__(
-        self,
-        *,
-        scheme: str,
-        path: str,
-        port: int,
-        tls: TlsOptions,
-        accept: str,
-    ) -> None:
-        try:
-            context = tls.context() if scheme == "https" else None
-        except OSError as exc:  # ssl.SSLError is an OSError
-            raise ValueError(f"TLS: {exc}") from None
-        self._fetcher = HttpFetcher(path, tls=context, accept=accept)
-        self._port = port
 
-    async def fetch(self, endpoint: Endpoint) -> bytes:
-        return await self._fetcher.get(endpoint.address, self._port or endpoint.port)
+class HttpSourceParams(Params, frozen=True):
+    """What every HTTP source takes; each source sets its own ``path``."""
 
-    def forget(self, endpoint: Endpoint) -> None:
-        self._fetcher.forget(endpoint.address, self._port or endpoint.port)
+    scheme: Literal["http", "https"] = "http"
+    path: str = ""
+    port: int = 0  # 0: the endpoint's own port
+    insecure_skip_verify: bool = True
+    interval: str = ""  # its own period, a multiple of --refresh-metrics-interval
 
-    def close(self) -> None:
-        self._fetcher.close()
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"invalid port {self.port}: must be between 0 and 65535")
+        check_interval(self.interval)
 
 
 class HttpPollingPlugin(Plugin[_P]):
@@ -70,15 +56,15 @@ class HttpPollingPlugin(Plugin[_P]):
 
     _http: HttpSource
 
+    def __init__(self, name: str, params: _P) -> None:
+        super().__init__(name, params)
+        self.interval_s = check_interval(params.interval)
+
     async def poll(self, endpoint: Endpoint) -> bytes:
-        return await self._http.fetch(endpoint)
+        return await self._http.poll(endpoint)
 
     def forget(self, endpoint: Endpoint) -> None:
         self._http.forget(endpoint)
 
     def close(self) -> None:
         self._http.close()
-
-
-def optional_path(text: str) -> Path | None:
-    return Path(text) if text else None

@@ -10,7 +10,7 @@ from llmd_router.config import API_VERSION, ConfigError, load_config
 from llmd_router.datalayer import Endpoint
 from llmd_router.errors import BadRequest
 from llmd_router.framework import CycleState
-from llmd_router.pipeline.builder import build_pipeline
+from llmd_router.pipeline import build_pipeline, resolved_config
 from llmd_router.plugins.builtin import builtin_registry
 
 HEAD = f"apiVersion: {API_VERSION}\nkind: EndpointPickerConfig\n"
@@ -81,7 +81,7 @@ def test_consumed_data_gets_its_default_producer():
     assert pipeline.plugins["inflight-load-producer"].injected
     assert [p.name for p, _ in pipeline.producers] == ["inflight-load-producer"]
     assert [p.name for p, _ in pipeline.pre_request] == ["inflight-load-producer"]
-    assert [p.name for p, _ in pipeline.response_complete] == ["inflight-load-producer"]
+    assert [p.name for p, _ in pipeline.response_complete] == []  # the ledger releases
 
 
 def test_a_deprecated_alias_works_and_warns(caplog: pytest.LogCaptureFixture):
@@ -230,7 +230,7 @@ def test_a_rebuild_keeps_unchanged_plugins_and_replaces_changed_ones():
 
 
 def test_resolved_spells_out_defaults():
-    resolved = build("plugins: [{type: load-aware-scorer}]\n").resolved()
+    resolved = resolved_config(build("plugins: [{type: load-aware-scorer}]\n"))
     (plugin,) = [p for p in resolved["plugins"] if p["name"] == "load-aware-scorer"]
     assert plugin["parameters"] == {"threshold": 128}
     assert resolved["schedulingProfiles"] == [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmd_router.config import API_VERSION, ConfigError, load_config
-from llmd_router.pipeline.builder import build_pipeline
+from llmd_router.pipeline import build_pipeline, resolved_config
 from llmd_router.plugins.builtin import builtin_registry
 
 HEAD = f"apiVersion: {API_VERSION}\nkind: EndpointPickerConfig\n"
@@ -29,7 +29,7 @@ def test_by_default_metrics_are_scraped_and_read_with_the_core_extractor():
     pipeline = build(None)
     assert shape(pipeline) == [("metrics-data-source", ["core-metrics-extractor"])]
     assert pipeline.collects_metrics
-    assert pipeline.resolved()["dataLayer"]["sources"] == [
+    assert resolved_config(pipeline)["dataLayer"]["sources"] == [
         {
             "pluginRef": "metrics-data-source",
             "extractors": [{"pluginRef": "core-metrics-extractor"}],
@@ -177,7 +177,7 @@ dataLayer:
   discovery: {{pluginRef: endpoints}}
 """)
     assert pipeline.discovery is pipeline.plugins["endpoints"].instance
-    assert pipeline.resolved()["dataLayer"]["discovery"] == {"pluginRef": "endpoints"}
+    assert resolved_config(pipeline)["dataLayer"]["discovery"] == {"pluginRef": "endpoints"}
 
 
 def test_unchanged_sources_survive_a_reload_as_the_same_object():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from llmd_router.config import ConfigError, load_config_file
-from llmd_router.pipeline.builder import build_pipeline
+from llmd_router.pipeline import build_pipeline
 from llmd_router.plugins.builtin import builtin_registry
 
 EXAMPLES = Path(__file__).parents[3] / "data" / "llm-d-configs"

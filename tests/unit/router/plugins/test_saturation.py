@@ -20,7 +20,7 @@ from llmd_router.framework import (
     Stability,
 )
 from llmd_router.parsing.request import ApiKind, InferenceRequest
-from llmd_router.pipeline.builder import build_pipeline
+from llmd_router.pipeline import build_pipeline
 from llmd_router.plugins.builtin import builtin_registry
 from llmd_router.plugins.producers.inflight_load_producer import (
     InFlightLoadProducer,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
+from llmd_router.datalayer.endpoints import Signals
 from llmd_router.datalayer.metrics.engines import DEFAULT_ENGINE_LABEL, EngineSpecs, EngineTable
 from llmd_router.datalayer.metrics.extract import extract
 from llmd_router.datalayer.metrics.promtext import SeriesReader
@@ -14,8 +15,6 @@ from llmd_router.framework import Params, Plugin, Stability
 from llmd_router.plugins.sources.metrics_data_source import PROMETHEUS_TEXT
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from llmd_router.datalayer.endpoints import Endpoint
 
 __all__ = ["CoreMetricsExtractor", "CoreMetricsExtractorParams", "EngineConfig"]
@@ -68,9 +67,7 @@ class CoreMetricsExtractor(Plugin[CoreMetricsExtractorParams]):
         self.engines = params.table()
         self._reader = SeriesReader()
 
-    def extract(self, data: Any, endpoint: Endpoint, now: float) -> Sequence[str]:
+    def extract(self, data: Any, endpoint: Endpoint, now: float) -> Signals:
         mapping = self.engines.for_labels(endpoint.labels)
         result = extract(data, mapping, endpoint.metrics, now, self._reader)
-        if result.updated:
-            endpoint.metrics = result.metrics
-        return result.errors
+        return Signals(metrics=result.metrics if result.updated else None, errors=result.errors)

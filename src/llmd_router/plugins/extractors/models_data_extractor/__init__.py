@@ -6,12 +6,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
+from llmd_router.datalayer.endpoints import Signals
 from llmd_router.framework import NoParams, Plugin, Stability
 from llmd_router.plugins.sources.models_data_source import OPENAI_MODELS
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from llmd_router.datalayer.endpoints import Endpoint
 
 __all__ = ["ModelsDataExtractor", "parse_model_list"]
@@ -48,9 +47,8 @@ class ModelsDataExtractor(Plugin[NoParams]):
     STABILITY: ClassVar[Stability] = Stability.BETA
     input: ClassVar[str] = OPENAI_MODELS
 
-    def extract(self, data: Any, endpoint: Endpoint, now: float) -> Sequence[str]:
+    def extract(self, data: Any, endpoint: Endpoint, now: float) -> Signals:
         try:
-            endpoint.models = parse_model_list(data)
+            return Signals(models=parse_model_list(data))
         except ValueError as exc:
-            return [str(exc)]
-        return ()
+            return Signals(errors=[str(exc)])

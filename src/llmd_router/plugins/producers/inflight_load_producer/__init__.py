@@ -1,18 +1,18 @@
 """``inflight-load-producer``: work this router has sent to each endpoint and not yet seen end.
 
-Theory of operation. Two counters per endpoint key, requests and estimated tokens, live in one
-dict of immutable ``InFlightLoad`` values; an endpoint with nothing in flight has no entry, so
-the dict stays as small as the set of busy endpoints.
+Theory of operation. The counts are the router's in-flight ledger (``llmd_router.datalayer
+.inflight``), which the endpoint store owns and every routed request is charged to: one request
+on the chosen endpoint, charged by the director for every request. This producer adds what only
+it knows:
 
-- ``produce`` copies the counters of the candidates into the cycle (``INFLIGHT_LOAD``), which
-  scorers, filters and detectors read.
-- ``pre_request`` adds, for the first target of every profile in the result, one request and the
-  tokens the request is expected to cost that endpoint. An endpoint chosen by two profiles is
-  counted twice, as llm-d counts it (its entries are per endpoint and profile). What was added is
-  written to ``request.extra[self.name]``.
-- ``response_complete`` (once per routed request, however it ends) takes that record back out of
-  ``request.extra`` and subtracts exactly it, so the counters return to zero once every request
-  has ended, whatever the order. Counters never go below zero.
+- ``produce`` copies the ledger's counts for the candidates into the cycle (``INFLIGHT_LOAD``),
+  which scorers, filters and detectors read.
+- ``pre_request`` charges, to the first target of every profile in the result, the tokens the
+  request is expected to cost that endpoint, and one request to the target of every profile but
+  the primary one (the director charged that). An endpoint chosen by two profiles is counted
+  twice, as llm-d counts it (its entries are per endpoint and profile).
+- Nothing is needed when the request ends: the router refunds exactly what the request was
+  charged, once, however it ends, so the counts return to zero whatever the order.
 
 Token estimate (llm-d ``SimpleTokenEstimator`` and ``estimateRequestTokens``):
 
@@ -30,27 +30,27 @@ tokenizer, so it uses llm-d's earlier estimate from the request size.
 
 from __future__ import annotations
 
-import heapq
 import math
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from llmd_router.datalayer.inflight import InFlightLedger
 from llmd_router.framework import (
     INFLIGHT_LOAD,
     PREFIX_MATCH,
-    InFlightLoad,
     Params,
     Plugin,
     Stability,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from llmd_router.datalayer.endpoints import Endpoint
+    from llmd_router.datalayer.inflight import InFlightView
     from llmd_router.framework import (
-        Completion,
         CycleState,
         DataKey,
+        PluginHandle,
         PrefixMatch,
         SchedulingResult,
     )
@@ -62,9 +62,6 @@ __all__ = [
     "estimate_input_tokens",
     "uncached_input_tokens",
 ]
-
-NONE: Final = InFlightLoad(requests=0, tokens=0)
-MAX_STATISTICS_ENDPOINTS: Final = 100  # llm-d's maxDebugDumpEndpoints
 
 
 class InFlightLoadProducerParams(Params, frozen=True):
@@ -116,17 +113,16 @@ class InFlightLoadProducer(Plugin[InFlightLoadProducerParams]):
 
     def __init__(self, name: str, params: InFlightLoadProducerParams) -> None:
         super().__init__(name, params)
-        self._loads: dict[str, InFlightLoad] = {}
+        self._ledger: InFlightView = InFlightLedger()  # the router's, once bound
 
-    def load(self, key: str) -> InFlightLoad:
-        """What is in flight to the endpoint ``key`` now."""
-        return self._loads.get(key, NONE)
+    def bind(self, handle: PluginHandle) -> None:
+        self._ledger = handle.inflight
 
     def produce(
         self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
     ) -> None:
-        loads = self._loads
-        cycle.put(INFLIGHT_LOAD, {e.key: loads.get(e.key, NONE) for e in endpoints})
+        load = self._ledger.load
+        cycle.put(INFLIGHT_LOAD, {e.key: load(e.key) for e in endpoints})
 
     def pre_request(
         self, cycle: CycleState, request: InferenceRequest, result: SchedulingResult
@@ -134,47 +130,16 @@ class InFlightLoadProducer(Plugin[InFlightLoadProducerParams]):
         input_tokens = estimate_input_tokens(request)
         output_tokens = self._output_tokens(input_tokens, request.max_tokens)
         matches = cycle.get(PREFIX_MATCH) or {}
-        added: list[tuple[str, int]] = request.extra.setdefault(self.name, [])
-        for profile in result.profiles.values():
+        for name, profile in result.profiles.items():
             if not profile.targets:
                 continue
             key = profile.targets[0].key
             tokens = uncached_input_tokens(matches.get(key), input_tokens) + output_tokens
-            held = self._loads.get(key, NONE)
-            self._loads[key] = InFlightLoad(held.requests + 1, held.tokens + tokens)
-            added.append((key, tokens))
+            cycle.outputs.charge(key, requests=int(name != result.primary), tokens=tokens)
 
-    def response_complete(
-        self, request: InferenceRequest, result: SchedulingResult, completion: Completion
-    ) -> None:
-        added: list[tuple[str, int]] = request.extra.pop(self.name, None) or []
-        for key, tokens in added:
-            held = self._loads.get(key)
-            if held is None:
-                continue
-            left = InFlightLoad(max(held.requests - 1, 0), max(held.tokens - tokens, 0))
-            if left == NONE:
-                del self._loads[key]
-            else:
-                self._loads[key] = left
-
-    def statistics(self) -> dict[str, object]:
-        """The busiest endpoints (requests + tokens, then key), at most 100, in the shape of
-        llm-d's ``/debug/plugins/state`` dump."""
-        busiest = heapq.nsmallest(
-            MAX_STATISTICS_ENDPOINTS,
-            self._loads.items(),
-            key=lambda item: (-(item[1].requests + item[1].tokens), item[0]),
-        )
-        return {
-            "endpoints": [
-                {"endpoint": key, "requests": load.requests, "tokens": load.tokens}
-                for key, load in busiest
-            ],
-            "totalEndpoints": len(self._loads),
-            "maxEndpoints": MAX_STATISTICS_ENDPOINTS,
-            "truncated": len(self._loads) > MAX_STATISTICS_ENDPOINTS,
-        }
+    def statistics(self) -> Mapping[str, object]:
+        """The busiest endpoints of the ledger, in the shape of llm-d's dump of this plugin."""
+        return self._ledger.statistics()
 
     def _output_tokens(self, input_tokens: int, max_tokens: int | None) -> int:
         params = self.params

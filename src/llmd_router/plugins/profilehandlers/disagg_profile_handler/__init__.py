@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
 
     from llmd_router.datalayer.endpoints import Endpoint
-    from llmd_router.framework import CycleState, ProfileResult
+    from llmd_router.framework import CycleState, PluginHandle, ProfileResult
     from llmd_router.framework.interfaces import Profile
     from llmd_router.parsing.request import InferenceRequest
 
@@ -189,7 +189,8 @@ class DisaggProfileHandler(Plugin[DisaggProfileHandlerParams]):
         self._skipped: DataKey[set[str]] = DataKey(f"{self.TYPE}/{name}/skipped")
         self._decisions: Counter[str] = Counter()
 
-    def bind(self, plugins: Mapping[str, object]) -> None:
+    def bind(self, handle: PluginHandle) -> None:
+        plugins = handle.plugins
         self._prefill_decider = self._decider(plugins, "prefill", self.stages.prefill_decider)
         self._encode_decider = self._decider(plugins, "encode", self.stages.encode_decider)
 
@@ -319,20 +320,16 @@ class DisaggProfileHandler(Plugin[DisaggProfileHandlerParams]):
     ) -> None:
         prefill = result.profiles.get(self.stages.prefill)
         encode = result.profiles.get(self.stages.encode)
-        _set_or_remove(
-            request, PREFILLER_HEADER, _host_ports(prefill.targets[:1] if prefill else ())
-        )
-        _set_or_remove(request, ENCODERS_HEADER, _host_ports(encode.targets if encode else ()))
+        _set_or_remove(cycle, PREFILLER_HEADER, _host_ports(prefill.targets[:1] if prefill else ()))
+        _set_or_remove(cycle, ENCODERS_HEADER, _host_ports(encode.targets if encode else ()))
 
 
 def _host_ports(endpoints: Sequence[Endpoint]) -> str:
     return ",".join(host_port(e.address, e.port) for e in endpoints)
 
 
-def _set_or_remove(request: InferenceRequest, header: str, value: str) -> None:
+def _set_or_remove(cycle: CycleState, header: str, value: str) -> None:
     if value:
-        request.add_headers[header] = value
-        request.remove_headers.discard(header)
+        cycle.outputs.set_header(header, value)
     else:
-        request.add_headers.pop(header, None)
-        request.remove_headers.add(header)
+        cycle.outputs.remove_header(header)

@@ -12,44 +12,37 @@ As a filter it keeps the endpoints whose in-flight load is below ``int(capacity 
 headroom))`` (both limits in hybrid mode). It does not fail open: it may keep none.
 
 Where the load comes from. The filter reads ``INFLIGHT_LOAD`` from the cycle, written by
-``inflight-load-producer``. ``saturation()`` is given only endpoints, so it reads the live
-counters of that producer (``load_source``: anything with ``load(key) -> InFlightLoad``), which
-``bind`` finds when the pipeline is built: the plugin named ``inFlightLoadProducerName``, else
-the one plugin that produces ``INFLIGHT_LOAD`` and has ``load``. Without one, requests are
-counted from ``Endpoint.inflight`` (the router's own count), and the tokens and hybrid modes are
-refused at start-up.
+``inflight-load-producer``, and the router's in-flight ledger when the cycle has none.
+``saturation()`` is given only endpoints, so it reads the ledger, which every routed request is
+charged to (one request on its endpoint). Tokens are charged only by an in-flight load producer,
+so the tokens and hybrid modes need one in the configuration: without it they are refused at
+start-up. ``inFlightLoadProducerName``, when set, must name such a producer.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from llmd_router.config import ConfigError
+from llmd_router.datalayer.inflight import NOTHING, InFlightLedger
 from llmd_router.framework import (
     INFLIGHT_LOAD,
-    InFlightLoad,
     Params,
     Plugin,
+    Produces,
     Stability,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
 
     from llmd_router.datalayer.endpoints import Endpoint
-    from llmd_router.framework import CycleState, DataKey
+    from llmd_router.datalayer.inflight import InFlightLoad, InFlightView
+    from llmd_router.framework import CycleState, DataKey, PluginHandle
     from llmd_router.parsing.request import InferenceRequest
 
-__all__ = ["ConcurrencyDetector", "ConcurrencyDetectorParams", "InFlightLoadSource"]
-
-_NONE = InFlightLoad(requests=0, tokens=0)
-
-
-class InFlightLoadSource(Protocol):
-    def load(self, key: str) -> InFlightLoad:
-        """What is in flight to the endpoint ``key`` now."""
-        ...
+__all__ = ["ConcurrencyDetector", "ConcurrencyDetectorParams"]
 
 
 class ConcurrencyDetectorParams(Params, frozen=True):
@@ -83,7 +76,7 @@ class ConcurrencyDetector(Plugin[ConcurrencyDetectorParams]):
 
     def __init__(self, name: str, params: ConcurrencyDetectorParams) -> None:
         super().__init__(name, params)
-        self.load_source: InFlightLoadSource | None = None
+        self._ledger: InFlightView = InFlightLedger()  # the router's, once bound
         self._mode = params.concurrency_mode
         self._max_requests = params.max_concurrency
         self._max_tokens = params.max_token_concurrency
@@ -91,34 +84,33 @@ class ConcurrencyDetector(Plugin[ConcurrencyDetectorParams]):
         self._request_limit = int(params.max_concurrency * (1.0 + params.headroom))
         self._token_limit = int(params.max_token_concurrency * (1.0 + params.headroom))
 
-    def bind(self, plugins: Mapping[str, object]) -> None:
-        """Find the producer whose counters ``saturation()`` reads."""
+    def bind(self, handle: PluginHandle) -> None:
+        """Read the router's ledger; check the producer that charges tokens to it."""
         where = f"plugin {self.name!r} (type {self.TYPE!r})"
+        plugins = handle.plugins
         wanted = self.params.in_flight_load_producer_name
         if wanted:
             found = plugins.get(wanted)
             if found is None:
                 raise ConfigError(f"{where}: inFlightLoadProducerName: no plugin named {wanted!r}")
-            if not _is_source(found):
+            if not _produces_load(found):
                 raise ConfigError(
                     f"{where}: inFlightLoadProducerName: plugin {wanted!r} does not produce "
-                    f"{INFLIGHT_LOAD.name!r} with live counters (a load(key) method)"
+                    f"{INFLIGHT_LOAD.name!r}"
                 )
-        else:
-            sources = [p for p in plugins.values() if _is_source(p)]
-            if len(sources) > 1:
-                names = ", ".join(repr(getattr(p, "name", "?")) for p in sources)
-                raise ConfigError(
-                    f"{where}: several plugins produce {INFLIGHT_LOAD.name!r} ({names}); "
-                    "name one in inFlightLoadProducerName"
-                )
-            found = sources[0] if sources else None
-        if found is None and self._mode != "requests":
+        producers = [p for p in plugins.values() if _produces_load(p)]
+        if not wanted and len(producers) > 1:
+            names = ", ".join(repr(getattr(p, "name", "?")) for p in producers)
             raise ConfigError(
-                f"{where}: concurrencyMode {self._mode!r} needs the live counters of an "
+                f"{where}: several plugins produce {INFLIGHT_LOAD.name!r} ({names}); "
+                "name one in inFlightLoadProducerName"
+            )
+        if not producers and self._mode != "requests":
+            raise ConfigError(
+                f"{where}: concurrencyMode {self._mode!r} needs the token estimates of an "
                 f"{INFLIGHT_LOAD.name!r} producer, such as inflight-load-producer"
             )
-        self.load_source = cast("InFlightLoadSource | None", found)
+        self._ledger = handle.inflight
 
     def saturation(self, endpoints: Sequence[Endpoint]) -> float:
         if not endpoints:
@@ -139,7 +131,7 @@ class ConcurrencyDetector(Plugin[ConcurrencyDetectorParams]):
         if produced is None:
             loads = self._live_loads(endpoints)
         else:
-            loads = [produced.get(e.key, _NONE) for e in endpoints]
+            loads = [produced.get(e.key, NOTHING) for e in endpoints]
         request_limit, token_limit = self._request_limit, self._token_limit
         if self._mode == "requests":
             return [e for e, x in zip(endpoints, loads, strict=True) if x.requests < request_limit]
@@ -152,13 +144,9 @@ class ConcurrencyDetector(Plugin[ConcurrencyDetectorParams]):
         ]
 
     def _live_loads(self, endpoints: Sequence[Endpoint]) -> list[InFlightLoad]:
-        source = self.load_source
-        if source is None:
-            return [InFlightLoad(e.inflight, 0) for e in endpoints]
-        return [source.load(e.key) for e in endpoints]
+        load = self._ledger.load
+        return [load(e.key) for e in endpoints]
 
 
-def _is_source(plugin: object) -> bool:
-    return INFLIGHT_LOAD in getattr(plugin, "produces", ()) and callable(
-        getattr(plugin, "load", None)
-    )
+def _produces_load(plugin: object) -> bool:
+    return isinstance(plugin, Produces) and INFLIGHT_LOAD in plugin.produces

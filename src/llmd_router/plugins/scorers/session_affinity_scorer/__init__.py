@@ -185,7 +185,7 @@ class SessionAffinityScorer(Plugin[SessionAffinityParams]):
         if target is None:
             return
         if not self._stateful:
-            request.response_headers[self._token_header] = encode_token(target)
+            cycle.outputs.set_response_header(self._token_header, encode_token(target))
             return
         session = self._session_id(request)
         if session is None:

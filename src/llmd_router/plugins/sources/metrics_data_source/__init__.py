@@ -2,36 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from llmd_router.datalayer.http import TlsOptions
-from llmd_router.framework import Params, Stability
-from llmd_router.plugins.sources import (
-    HttpPollingPlugin,
-    HttpSource,
-    check_interval,
-    check_port,
-    optional_path,
-)
+from llmd_router.datalayer.http import HttpSource, TlsOptions
+from llmd_router.framework import Stability
+from llmd_router.plugins.sources import HttpPollingPlugin, HttpSourceParams, optional_path
 
 __all__ = ["PROMETHEUS_TEXT", "MetricsDataSource", "MetricsDataSourceParams"]
 
 PROMETHEUS_TEXT = "prometheus-text"
 
 
-class MetricsDataSourceParams(Params, frozen=True):
-    scheme: Literal["http", "https"] = "http"
+class MetricsDataSourceParams(HttpSourceParams, frozen=True):
     path: str = "/metrics"
-    port: int = 0  # 0: the endpoint's own port
-    insecure_skip_verify: bool = True
     ca_cert_path: str = ""
     client_cert_path: str = ""
     client_key_path: str = ""
-    interval: str = ""  # its own period, a multiple of --refresh-metrics-interval
 
     def __post_init__(self) -> None:
-        check_port(self.port)
-        check_interval(self.interval)
+        super().__post_init__()
         if bool(self.client_cert_path) != bool(self.client_key_path):
             raise ValueError("clientCertPath and clientKeyPath are set together")
 
@@ -47,7 +36,6 @@ class MetricsDataSource(HttpPollingPlugin[MetricsDataSourceParams]):
 
     def __init__(self, name: str, params: MetricsDataSourceParams) -> None:
         super().__init__(name, params)
-        self.interval_s = check_interval(params.interval)
         self._http = HttpSource(
             scheme=params.scheme,
             path=params.path,

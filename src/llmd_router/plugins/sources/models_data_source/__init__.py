@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from llmd_router.datalayer.http import TlsOptions
-from llmd_router.framework import Params, Stability
-from llmd_router.plugins.sources import (
-    HttpPollingPlugin,
-    HttpSource,
-    check_interval,
-    check_port,
-)
+from llmd_router.datalayer.http import HttpSource, TlsOptions
+from llmd_router.framework import Stability
+from llmd_router.plugins.sources import HttpPollingPlugin, HttpSourceParams
 
 __all__ = ["OPENAI_MODELS", "ModelsDataSource", "ModelsDataSourceParams"]
 
 OPENAI_MODELS = "openai-models-json"
 
 
-class ModelsDataSourceParams(Params, frozen=True):
-    scheme: Literal["http", "https"] = "http"
+class ModelsDataSourceParams(HttpSourceParams, frozen=True):
     path: str = "/v1/models"
-    port: int = 0
-    insecure_skip_verify: bool = True
-    interval: str = ""
-
-    def __post_init__(self) -> None:
-        check_port(self.port)
-        check_interval(self.interval)
 
 
 class ModelsDataSource(HttpPollingPlugin[ModelsDataSourceParams]):
@@ -41,7 +28,6 @@ class ModelsDataSource(HttpPollingPlugin[ModelsDataSourceParams]):
 
     def __init__(self, name: str, params: ModelsDataSourceParams) -> None:
         super().__init__(name, params)
-        self.interval_s = check_interval(params.interval)
         self._http = HttpSource(
             scheme=params.scheme,
             path=params.path,

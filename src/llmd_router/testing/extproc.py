@@ -1,13 +1,17 @@
-"""An ext-proc client written from Envoy's protobufs, independent of the router's codec.
+"""Envoy's side of the ext-proc protocol, for driving the router's real gRPC servicer.
 
-It plays Envoy's part of the protocol so tests can drive the router's gRPC server directly.
+``ExtProcClient`` is written from Envoy's protobufs, independently of the router's codec (a
+codec bug cannot hide in both). ``ExtProcHarness`` runs the router's real ext-proc servicer for
+a ``Director`` on an in-process gRPC server (loopback, port 0) and connects a client to it;
+``exchange`` sends one whole request the way Envoy does with llm-d's settings and returns the
+router's decision.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -17,8 +21,28 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from google.protobuf import json_format, struct_pb2
 
+from llmd_router.extproc.server import ExtProcServer
+from llmd_router.extproc.servicer import AccessLogServicer, ExtProcServicer
+
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import AsyncIterator, Mapping
+
+    from llmd_router.requestcontrol import Director
+
+__all__ = [
+    "MODE",
+    "AccessLogCall",
+    "Call",
+    "ExtProcClient",
+    "ExtProcHarness",
+    "Reply",
+    "access_log",
+    "read",
+    "request_body",
+    "request_headers",
+    "response_body",
+    "response_headers",
+]
 
 MODE = {
     "duplex": modes.ProcessingMode.FULL_DUPLEX_STREAMED,
@@ -121,7 +145,7 @@ class Call:
         self._queue: asyncio.Queue[pb.ProcessingRequest | None] = asyncio.Queue()
         self._call = stub.Process(self._requests())
 
-    async def _requests(self):
+    async def _requests(self) -> AsyncIterator[pb.ProcessingRequest]:
         while (message := await self._queue.get()) is not None:
             yield message
 
@@ -168,7 +192,7 @@ class AccessLogCall:
         self._queue: asyncio.Queue[als_pb2.StreamAccessLogsMessage | None] = asyncio.Queue()
         self._call = stub.StreamAccessLogs(self._requests())
 
-    async def _requests(self):
+    async def _requests(self) -> AsyncIterator[als_pb2.StreamAccessLogsMessage]:
         while (message := await self._queue.get()) is not None:
             yield message
 
@@ -212,3 +236,57 @@ class ExtProcClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class ExtProcHarness:
+    """``async with ExtProcHarness(director) as harness:`` the router's ext-proc servicer for
+    ``director`` on 127.0.0.1 (free ports, plaintext), and ``harness.client`` playing Envoy."""
+
+    def __init__(self, director: Director, *, max_body_bytes: int = 32 << 20) -> None:
+        self.director = director
+        self.server = ExtProcServer(
+            ExtProcServicer(director, max_body_bytes=max_body_bytes),
+            host="127.0.0.1",
+            port=0,
+            health_port=0,
+            access_log=AccessLogServicer(director),
+        )
+        self._client: ExtProcClient | None = None
+
+    @property
+    def client(self) -> ExtProcClient:
+        if self._client is None:
+            raise RuntimeError("the harness is not running (use it as 'async with')")
+        return self._client
+
+    async def __aenter__(self) -> ExtProcHarness:
+        await self.server.start()
+        await self.server.set_ready(ready=True)
+        self._client = ExtProcClient(f"127.0.0.1:{self.server.port}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        await self.server.stop(0)
+
+    async def exchange(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        metadata: Mapping[str, Mapping[str, Any]] | None = None,
+        mode: Literal["duplex", "buffered"] = "duplex",
+    ) -> Reply:
+        """Send one request (headers, then the whole body) and return the router's first
+        answer: the decision, or the immediate response that refused it. The stream is left
+        open, as Envoy leaves it while the response is under way; it ends with the harness."""
+        call = self.client.call()
+        if mode == "buffered":
+            await call.send(request_headers(headers, mode="buffered", response_mode="none"))
+            await call.recv()  # the headers are answered at once, unchanged
+        else:
+            await call.send(request_headers(headers, metadata=metadata))
+        await call.send(request_body(body, eos=True))
+        return await call.recv()

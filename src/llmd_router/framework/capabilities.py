@@ -1,0 +1,83 @@
+"""What a plugin may declare beyond its kinds, each as a Protocol the pipeline checks for.
+
+The kinds (``interfaces``) say where a plugin runs; these say what the pipeline must do for it
+when it is built:
+
+- ``Produces`` / ``Consumes``: the per-request data keys it writes or reads. A key that is
+  consumed and produced by nobody gets its default producer (``Registry.default_producer``);
+  producers are ordered so that each runs after the producers of what it consumes.
+- ``Binds``: it refers to other plugins (by name) or to the router's shared state; ``bind`` is
+  called with a ``PluginHandle`` once every plugin of the configuration exists, at every build
+  (start-up and each reload).
+- ``ChecksProfiles``: a profile handler that names profiles checks that they exist.
+- ``Parameterised``: it keeps its parsed parameters as ``params`` (the resolved configuration
+  prints them).
+- ``HasStatistics``: ``statistics()`` is JSON-able data about its state (``/debug/plugins``).
+
+Errors raised by ``bind`` and ``check_profiles`` are configuration errors: the configuration
+is refused, naming the plugin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping
+
+    from llmd_router.datalayer.inflight import InFlightView
+    from llmd_router.framework.cycle import DataKey
+
+__all__ = [
+    "Binds",
+    "ChecksProfiles",
+    "Consumes",
+    "HasStatistics",
+    "Parameterised",
+    "PluginHandle",
+    "Produces",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PluginHandle:
+    """What a plugin may reach when it is bound: the configuration's other plugins by name, and
+    the router's count of work in flight (read-only)."""
+
+    plugins: Mapping[str, object]
+    inflight: InFlightView
+
+
+@runtime_checkable
+class Produces(Protocol):
+    produces: tuple[DataKey[Any], ...]
+
+
+@runtime_checkable
+class Consumes(Protocol):
+    consumes: tuple[DataKey[Any], ...]
+
+
+@runtime_checkable
+class Binds(Protocol):
+    def bind(self, handle: PluginHandle) -> None:
+        """Find what the plugin refers to. Raises ConfigError (or ValueError) when it cannot."""
+        ...
+
+
+@runtime_checkable
+class ChecksProfiles(Protocol):
+    def check_profiles(self, names: Collection[str]) -> None:
+        """Raise ConfigError unless the profiles this handler runs are among ``names``."""
+        ...
+
+
+@runtime_checkable
+class Parameterised(Protocol):
+    params: Any
+
+
+@runtime_checkable
+class HasStatistics(Protocol):
+    def statistics(self) -> Mapping[str, object]: ...
