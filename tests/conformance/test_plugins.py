@@ -21,13 +21,16 @@ from hypothesis import strategies as st
 
 from llmd_router.config import ConfigError
 from llmd_router.datalayer import Endpoint, EndpointMetrics
+from llmd_router.datalayer.inflight import InFlightCharge, InFlightLedger
 from llmd_router.framework import (
     INFLIGHT_LOAD,
     PREFIX_MATCH,
+    Binds,
     CycleState,
     Filter,
     InFlightLoad,
     Picker,
+    PluginHandle,
     PrefixMatch,
     Scorer,
 )
@@ -43,13 +46,19 @@ REQUIRED: dict[str, dict[str, Any]] = {
 }
 
 
-def create(type_name: str, params: dict[str, Any] | None = None) -> Any:
+def create(
+    type_name: str, params: dict[str, Any] | None = None, inflight: InFlightLedger | None = None
+) -> Any:
+    """The plugin with default parameters (and what it requires), bound as the pipeline binds
+    it, to ``inflight`` when given."""
     plugin = REGISTRY.create(
         type_name,
         type_name,
         {**REQUIRED.get(type_name, {}), **(params or {})},
         allow_experimental=True,
     )
+    if inflight is not None and isinstance(plugin, Binds):
+        plugin.bind(PluginHandle({type_name: plugin}, inflight))
     for attr in ("rng",):
         if hasattr(plugin, attr):
             setattr(plugin, attr, random.Random(0))
@@ -143,13 +152,19 @@ labels_st = st.dictionaries(
 
 
 @st.composite
-def situations(draw: st.DrawFn) -> tuple[list[Endpoint], CycleState, Any]:
+def situations(draw: st.DrawFn) -> tuple[list[Endpoint], CycleState, Any, InFlightLedger]:
     count = draw(st.integers(1, 12))
     endpoints = []
+    ledger = InFlightLedger()
     for i in range(count):
-        e = Endpoint(f"e{i}", f"10.0.{i // 250}.{i % 250 + 1}", 8000, labels=draw(labels_st))
-        e.metrics = draw(metrics_st)
-        e.inflight = draw(st.integers(0, 1000))
+        e = Endpoint(
+            f"e{i}",
+            f"10.0.{i // 250}.{i % 250 + 1}",
+            8000,
+            labels=draw(labels_st),
+            metrics=draw(metrics_st),
+        )
+        ledger.charge([InFlightCharge(e.key, requests=draw(st.integers(0, 1000)))])
         endpoints.append(e)
     cycle = CycleState()
     if draw(st.booleans()):
@@ -170,7 +185,7 @@ def situations(draw: st.DrawFn) -> tuple[list[Endpoint], CycleState, Any]:
         target = draw(st.sampled_from(endpoints))
         headers["x-session-token"] = base64.b64encode(target.id.encode()).decode()
     request = parse_request("/v1/chat/completions", headers, json.dumps(body).encode(), "r")
-    return endpoints, cycle, request
+    return endpoints, cycle, request, ledger
 
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -180,8 +195,8 @@ FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 @FAST
 @given(situation=situations())
 def test_scorers_give_one_score_in_0_1_per_endpoint(type_name: str, situation):
-    endpoints, cycle, request = situation
-    scores = create(type_name).score(cycle, request, endpoints)
+    endpoints, cycle, request, ledger = situation
+    scores = create(type_name, inflight=ledger).score(cycle, request, endpoints)
     assert len(scores) == len(endpoints)
     assert all(math.isfinite(s) and 0.0 <= s <= 1.0 for s in scores), scores
 
@@ -190,8 +205,8 @@ def test_scorers_give_one_score_in_0_1_per_endpoint(type_name: str, situation):
 @FAST
 @given(situation=situations())
 def test_filters_return_a_subset(type_name: str, situation):
-    endpoints, cycle, request = situation
-    kept = create(type_name).filter(cycle, request, endpoints)
+    endpoints, cycle, request, ledger = situation
+    kept = create(type_name, inflight=ledger).filter(cycle, request, endpoints)
     assert all(any(k is e for e in endpoints) for k in kept)
     assert len({id(k) for k in kept}) == len(kept)
 
@@ -204,8 +219,8 @@ def test_filters_return_a_subset(type_name: str, situation):
     wanted=st.integers(1, 4),
 )
 def test_pickers_return_only_candidates(type_name: str, situation, scores, wanted: int):
-    endpoints, cycle, request = situation
-    picker = create(type_name, {"maxNumOfEndpoints": wanted})
+    endpoints, cycle, request, ledger = situation
+    picker = create(type_name, {"maxNumOfEndpoints": wanted}, inflight=ledger)
     picked = picker.pick(cycle, request, endpoints, scores[: len(endpoints)])
     assert 1 <= len(picked) <= min(wanted, len(endpoints))
     assert all(any(p is e for e in endpoints) for p in picked)

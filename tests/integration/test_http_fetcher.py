@@ -503,12 +503,14 @@ async def test_the_metrics_data_source_polls_an_endpoint(serve):
     try:
         page = await source.poll(endpoint)
         assert page == PAGE
-        assert list(extractor.extract(page, endpoint, 3.0)) == []
+        signals = extractor.extract(page, endpoint, 3.0)
+        assert list(signals.errors) == []
         assert await source.poll(endpoint) == PAGE
     finally:
         source.close()
-    assert endpoint.metrics.waiting_queue_size == 3
-    assert endpoint.metrics.cache_num_blocks == 21947
+    assert signals.metrics is not None
+    assert signals.metrics.waiting_queue_size == 3
+    assert signals.metrics.cache_num_blocks == 21947
     assert server.connections == 1
     head = server.requests[0].decode()
     assert head.startswith("GET /page HTTP/1.1\r\n")

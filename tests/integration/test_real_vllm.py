@@ -90,11 +90,18 @@ async def test_the_router_reads_vllms_metrics_and_routes_to_it(vllm: RealVllm, s
         EnvoyOptions(proxy=ProxyConfig(listen_host="127.0.0.1", listen_port=0, admin_port=0)),
     )
     await app.start()
+    store = app.router.store
+
+    def current() -> Endpoint:
+        snapshot = store.by_id(real.id)
+        assert snapshot is not None
+        return snapshot
+
     try:
-        await eventually(lambda: real.metrics.updated_at > 0, within=10)
-        assert real.metrics.cache_block_size == BLOCK_SIZE
-        assert real.metrics.cache_num_blocks > 0
-        assert real.signal_error == ""
+        await eventually(lambda: current().metrics.updated_at > 0, within=10)
+        assert current().metrics.cache_block_size == BLOCK_SIZE
+        assert current().metrics.cache_num_blocks > 0
+        assert current().signal_error == ""
         async with httpx.AsyncClient(timeout=60.0) as http:
             for _ in range(4):
                 response = await http.post(
@@ -108,6 +115,7 @@ async def test_the_router_reads_vllms_metrics_and_routes_to_it(vllm: RealVllm, s
                 assert response.status_code == 200, response.text
                 assert response.json()["model"] == MODEL_NAME
         assert sum(sim.engine.statistics().finished.values()) == 0
-        await eventually(lambda: real.inflight == 0)  # Envoy's access log reports each end
+        # Envoy's access log reports each end.
+        await eventually(lambda: store.inflight.load(real.key).requests == 0)
     finally:
         await app.stop(0)

@@ -101,8 +101,8 @@ async def test_a_simulators_metrics_reach_the_store_and_the_debug_page(start_sim
     sim = await start_sim()
     endpoint = Endpoint("sim", "127.0.0.1", sim.port)
     async with running(Router(options(endpoints=(endpoint,)))) as router:
-        await eventually(lambda: router.store.is_fresh(endpoint, time.monotonic()))
-        assert endpoint.metrics.cache_block_size > 0
+        await eventually(lambda: fresh(router, endpoint))
+        assert latest(router, endpoint).metrics.cache_block_size > 0
         async with httpx.AsyncClient() as http:
             base = f"http://127.0.0.1:{router.metrics_server.port}/debug"
             (row,) = (await http.get(f"{base}/endpoints")).json()
@@ -127,11 +127,22 @@ async def test_the_ready_gauge_counts_endpoints_with_fresh_signals(start_sim: St
         }
 
     async with running(router):
-        await eventually(lambda: router.store.is_fresh(live, time.monotonic()))
+        await eventually(lambda: fresh(router, live))
         assert await ready() == {"llm_d_epp_ready_endpoints": 1, "inference_pool_ready_pods": 1}
         await sim.close()
-        await eventually(lambda: not router.store.is_fresh(live, time.monotonic()))
+        await eventually(lambda: not fresh(router, live))
         assert await ready() == {"llm_d_epp_ready_endpoints": 0, "inference_pool_ready_pods": 0}
+
+
+def latest(router: Router, endpoint: Endpoint) -> Endpoint:
+    """The router's current snapshot of ``endpoint``."""
+    current = router.store.by_id(endpoint.id)
+    assert current is not None
+    return current
+
+
+def fresh(router: Router, endpoint: Endpoint) -> bool:
+    return router.store.is_fresh(latest(router, endpoint), time.monotonic())
 
 
 def _closed_port() -> int:
@@ -147,13 +158,13 @@ async def test_a_reload_changes_what_is_polled(tmp_path: Path, start_sim: StartS
     path.write_text(HEAD + "plugins: [{type: queue-scorer}]\n")
     router = Router(options(endpoints=(endpoint,), config_file=path, config_poll_s=0.02))
     async with running(router):
-        await eventually(lambda: endpoint.metrics.updated_at > 0)
+        await eventually(lambda: latest(router, endpoint).metrics.updated_at > 0)
         # A path the server does not have: polls fail from the next tick.
         path.write_text(
             HEAD + "plugins: [{type: queue-scorer}, "
             "{type: metrics-data-source, parameters: {path: /nowhere}}]\n"
         )
-        await eventually(lambda: "HTTP 404" in endpoint.signal_error)
+        await eventually(lambda: "HTTP 404" in latest(router, endpoint).signal_error)
         # Objectives arrive with the configuration file too.
         path.write_text(
             HEAD
@@ -162,7 +173,7 @@ async def test_a_reload_changes_what_is_polled(tmp_path: Path, start_sim: StartS
             + "metadata: {name: batch}\nspec: {priority: -2}\n"
         )
         await eventually(lambda: router.resources.priority("batch") == -2)
-        await eventually(lambda: endpoint.signal_error == "")
+        await eventually(lambda: latest(router, endpoint).signal_error == "")
 
 
 def test_polling_works_on_uvloop_as_the_command_line_runs_it():
@@ -184,8 +195,9 @@ def test_polling_works_on_uvloop_as_the_command_line_runs_it():
         endpoint = Endpoint("e", "127.0.0.1", port)
         router = Router(options(endpoints=(endpoint,)))
         async with server, running(router):
-            await eventually(lambda: endpoint.metrics.updated_at > 0)
-        return endpoint.metrics.waiting_queue_size, endpoint.signal_error
+            await eventually(lambda: latest(router, endpoint).metrics.updated_at > 0)
+            current = latest(router, endpoint)
+        return current.metrics.waiting_queue_size, current.signal_error
 
     queue, error = uvloop.run(scrape_once())
     assert queue == 3

@@ -80,7 +80,7 @@ def running(router: Router) -> float:
 
 async def settle(router: Router) -> None:
     for _ in range(100):
-        if all(e.inflight == 0 for e in router.store.all()):
+        if router.store.inflight.total().requests == 0:
             return
         await asyncio.sleep(0.01)
 
@@ -212,10 +212,10 @@ async def test_a_client_that_goes_away_releases_its_endpoint(router: Router, cli
     await call.send(request_body(BODY, eos=True))
     await call.recv()
     await call.recv()
-    assert sum(e.inflight for e in router.store.all()) == 1
+    assert router.store.inflight.total().requests == 1
     call.cancel()
     await settle(router)
-    assert sum(e.inflight for e in router.store.all()) == 0
+    assert router.store.inflight.total().requests == 0
     assert running(router) == 0
 
 
@@ -294,12 +294,12 @@ async def test_with_the_access_log_a_request_ends_when_envoy_reports_it():
             await call.end()  # Envoy closes the stream once routed: the request goes on
             assert await call.finished()
             await asyncio.sleep(0.05)
-            assert sum(e.inflight for e in r.store.all()) == 1
+            assert r.store.inflight.total().requests == 1
             log = client.access_log()
             await log.send(access_log([({"x-llmd-exchange-id": "unknown"}, 200)]))
             await log.send(access_log([({"x-llmd-exchange-id": exchange_id}, 0)]))
             await settle(r)
-            assert sum(e.inflight for e in r.store.all()) == 0
+            assert r.store.inflight.total().requests == 0
             assert running(r) == 0
             # Stopping does not wait out the grace period for Envoy's long-lived log stream.
             loop = asyncio.get_running_loop()

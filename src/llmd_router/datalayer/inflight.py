@@ -87,7 +87,13 @@ class InFlightLedger:
                 loads[c.key] = left
 
     def __len__(self) -> int:
+        """How many endpoints have work in flight."""
         return len(self._loads)
+
+    def total(self) -> InFlightLoad:
+        """Everything in flight, over every endpoint."""
+        loads = self._loads.values()
+        return InFlightLoad(sum(x.requests for x in loads), sum(x.tokens for x in loads))
 
     def snapshot(self) -> Mapping[str, InFlightLoad]:
         return dict(self._loads)

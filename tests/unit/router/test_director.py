@@ -33,18 +33,23 @@ HEAD = f"apiVersion: {API_VERSION}\nkind: EndpointPickerConfig\n"
 LEAST_LOADED = "plugins: [{type: active-request-scorer}]\n"
 
 
-def pipeline(body: str = LEAST_LOADED):
-    return build_pipeline(load_config(HEAD + body), builtin_registry())
+def pipeline(body: str = LEAST_LOADED, store: EndpointStore | None = None):
+    """The pipeline for ``body``, its plugins bound to ``store``'s in-flight ledger."""
+    inflight = store.inflight if store is not None else None
+    return build_pipeline(load_config(HEAD + body), builtin_registry(), inflight=inflight)
 
 
 def director(eps: list[Endpoint] | None = None, config: str = LEAST_LOADED, **options) -> Director:
+    store = EndpointStore(endpoints() if eps is None else eps)
     return Director(
-        EndpointStore(endpoints() if eps is None else eps),
-        pipeline(config),
-        RouterMetrics(),
-        rng=random.Random(2),
-        **options,
+        store, pipeline(config, store), RouterMetrics(), rng=random.Random(2), **options
     )
+
+
+def report(d: Director, **metrics) -> None:
+    """Every endpoint of the director's store reports ``metrics``."""
+    for e in d.store.all():
+        d.store.report(e.id, metrics=EndpointMetrics(**metrics))
 
 
 def route(
@@ -176,8 +181,8 @@ def test_least_in_flight_spreads_and_settling_releases_exactly_once():
     for record in records:
         d.settle(record, Outcome(decided=True))
         d.settle(record, Outcome(decided=True))  # a second settle changes nothing
-    assert [e.inflight for e in d.store.all()] == [0, 0, 0]
-    assert producer.statistics()["endpoints"] == []  # the response hook released them too
+    assert len(d.store.inflight) == 0
+    assert producer.statistics()["endpoints"] == []  # the one ledger the producer reads
     assert sample(d, "llm_d_epp_request_running", model_name="m") == 0
     assert (
         sample(
@@ -203,10 +208,10 @@ def test_least_in_flight_spreads_and_settling_releases_exactly_once():
 
 
 def test_the_endpoint_with_the_shortest_queue_is_chosen():
-    eps = endpoints()
-    for e, queue in zip(eps, (5, 1, 3), strict=True):
-        e.metrics = EndpointMetrics(waiting_queue_size=queue, updated_at=1.0)
-    decision, _ = route(director(eps, config="plugins: [{type: queue-scorer}]\n"))
+    d = director(config="plugins: [{type: queue-scorer}]\n")
+    for e, queue in zip(d.store.all(), (5, 1, 3), strict=True):
+        d.store.report(e.id, metrics=EndpointMetrics(waiting_queue_size=queue, updated_at=1.0))
+    decision, _ = route(d)
     assert decision.destination == "10.0.0.2:8000"
 
 
@@ -269,7 +274,7 @@ def test_usage_and_status_are_recorded_when_settled():
 
 
 def inflight(d: Director) -> list[int]:
-    return [e.inflight for e in d.store.all()]
+    return [d.store.inflight.load(e.key).requests for e in d.store.all()]
 
 
 def test_stream_mode_settles_when_the_stream_ends():
@@ -380,9 +385,9 @@ class HeaderHook:
         self.name = name
 
     def pre_request(self, cycle, request, result):
-        request.add_headers["x-picked"] = result.targets[0].name
-        request.remove_headers.add("x-smuggled")
-        request.response_headers["x-session-token"] = "tok"
+        cycle.outputs.set_header("x-picked", result.targets[0].name)
+        cycle.outputs.remove_header("x-smuggled")
+        cycle.outputs.set_response_header("x-session-token", "tok")
 
     def response_complete(self, request, result, completion):
         HeaderHook.completions.append((self.name, result.targets[0].name, completion.status))
@@ -396,14 +401,11 @@ def test_a_sheddable_request_is_refused_when_the_pool_is_saturated():
         f"plugins: [{{type: '{MODULE}:SheddableParser', name: p}}]\n"
         "requestHandler: {parsers: [{pluginRef: p}]}\n"
     )
-    eps = endpoints()
-    d = director(eps, config=config)
-    for e in eps:
-        e.metrics = EndpointMetrics(updated_at=1e12)  # fresh and idle
+    d = director(config=config)
+    report(d, updated_at=1e12)  # fresh and idle
     decision, _ = route(d)
     assert decision.destination
-    for e in eps:
-        e.metrics = EndpointMetrics(waiting_queue_size=50, kv_cache_usage=0.95, updated_at=1e12)
+    report(d, waiting_queue_size=50, kv_cache_usage=0.95, updated_at=1e12)
     with pytest.raises(ResourceExhausted) as info:
         route(d)
     assert info.value.message == "system saturated, sheddable request dropped"
@@ -461,10 +463,14 @@ def test_explanations_only_when_enabled_and_asked_for():
 
 def test_every_plugin_call_is_timed_under_both_names():
     metrics = RouterMetrics()
+    store = EndpointStore(endpoints())
     built = build_pipeline(
-        load_config(HEAD + LEAST_LOADED), builtin_registry(), timer=metrics.plugin_timer
+        load_config(HEAD + LEAST_LOADED),
+        builtin_registry(),
+        timer=metrics.plugin_timer,
+        inflight=store.inflight,
     )
-    d = Director(EndpointStore(endpoints()), built, metrics)
+    d = Director(store, built, metrics)
     _, record = route(d)
     d.settle(record, Outcome(decided=True))
     for point, kind, calls in [
@@ -475,7 +481,7 @@ def test_every_plugin_call_is_timed_under_both_names():
         ("ProfilePicker", "single-profile-handler", 2),  # "run default", then "nothing more"
         ("ProcessProfilesResults", "single-profile-handler", 1),
         ("PreRequest", "inflight-load-producer", 1),
-        ("ResponseComplete", "inflight-load-producer", 1),
+        ("ResponseComplete", "inflight-load-producer", None),  # the router refunds its charges
     ]:
         labels = {"extension_point": point, "plugin_type": kind, "plugin_name": kind}
         for name in (
@@ -506,10 +512,8 @@ ALIAS = (
 
 @pytest.mark.parametrize("header", ["x-llm-d-inference-objective", "x-gateway-inference-objective"])
 def test_the_named_objective_sets_the_priority(header: str):
-    eps = endpoints()
-    d = director(eps, resources=resources_from(BATCH))
-    for e in eps:
-        e.metrics = EndpointMetrics(waiting_queue_size=50, kv_cache_usage=0.95, updated_at=1e12)
+    d = director(resources=resources_from(BATCH))
+    report(d, waiting_queue_size=50, kv_cache_usage=0.95, updated_at=1e12)
     decision, _ = route(d)  # no objective: priority 0, admitted even when saturated
     assert decision.destination
     with pytest.raises(ResourceExhausted, match="sheddable request dropped"):

@@ -1,17 +1,19 @@
-"""The collector: per-endpoint polling, failures, and the lifecycle of its tasks."""
+"""The collector: per-endpoint polling, failures, and the lifecycle of its loops."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from llmd_router.datalayer import Endpoint
+from llmd_router.datalayer import Endpoint, EndpointStore, Signals
 from llmd_router.datalayer.collector import Collector, SourceBinding
+from llmd_router.testing import task_owner
 from tests.waiting import eventually
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterator
 
 
 class FakeSource:
@@ -45,25 +47,24 @@ class FakeSource:
 
 
 class QueueExtractor:
-    """Writes the polled number as the waiting queue, or fails on negative numbers."""
+    """Reads the polled number as the waiting queue, or fails on negative numbers."""
 
     name = "queue"
     input = "numbers"
 
-    def extract(self, data: Any, endpoint: Endpoint, now: float) -> Sequence[str]:
+    def extract(self, data: Any, endpoint: Endpoint, now: float) -> Signals:
         if data < 0:
-            return [f"negative: {data}"]
-        endpoint.metrics = dataclasses.replace(
-            endpoint.metrics, waiting_queue_size=data, updated_at=now
+            return Signals(errors=[f"negative: {data}"])
+        return Signals(
+            metrics=dataclasses.replace(endpoint.metrics, waiting_queue_size=data, updated_at=now)
         )
-        return ()
 
 
 class Broken:
     name = "broken"
     input = "numbers"
 
-    def extract(self, data: Any, endpoint: Endpoint, now: float) -> Sequence[str]:
+    def extract(self, data: Any, endpoint: Endpoint, now: float) -> Signals:
         raise RuntimeError("bug")
 
 
@@ -71,125 +72,133 @@ def bind(source: FakeSource, *extractors: Any) -> SourceBinding:
     return SourceBinding(source, "fake-source", tuple((e, e.name) for e in extractors))
 
 
-def ep(name: str, port: int = 8000) -> Endpoint:
-    return Endpoint(name=name, address="10.0.0.1", port=port)
+class Pool:
+    """A store whose endpoints a collector polls, as the router wires them."""
+
+    def __init__(self, collector: Collector, store: EndpointStore) -> None:
+        self.collector = collector
+        self.store = store
+
+    def add(self, name: str, port: int = 8000) -> None:
+        self.store.upsert(Endpoint(name=name, address="10.0.0.1", port=port))
+
+    def __getitem__(self, name: str) -> Endpoint:
+        """The endpoint's current snapshot."""
+        endpoint = self.store.by_id(f"default/{name}")
+        assert endpoint is not None
+        return endpoint
+
+
+@contextlib.asynccontextmanager
+async def polling(bindings: list[SourceBinding], **options: Any) -> AsyncIterator[Pool]:
+    store = EndpointStore()
+    collector = Collector(store, bindings, **options)
+    store.on_added = collector.watch
+    store.on_removed = collector.unwatch
+    async with task_owner() as owner:
+        collector.start(owner)
+        try:
+            yield Pool(collector, store)
+        finally:
+            collector.close()
 
 
 async def test_each_endpoint_is_polled_and_its_signals_updated():
     source = FakeSource()
     source.answers = {"default/a": 3, "default/b": 5}
-    collector = Collector([bind(source, QueueExtractor())], interval_s=0.01)
-    a, b = ep("a"), ep("b", 8001)
-    collector.watch(a)
-    collector.watch(b)
-    try:
-        await eventually(lambda: a.metrics.updated_at > 0 and b.metrics.updated_at > 0)
-        assert (a.metrics.waiting_queue_size, b.metrics.waiting_queue_size) == (3, 5)
+    async with polling([bind(source, QueueExtractor())], interval_s=0.01) as pool:
+        pool.add("a")
+        pool.add("b", 8001)
+        await eventually(lambda: pool["a"].metrics.updated_at > 0)
+        await eventually(lambda: pool["b"].metrics.updated_at > 0)
+        assert (pool["a"].metrics.waiting_queue_size, pool["b"].metrics.waiting_queue_size) == (
+            3,
+            5,
+        )
         before = source.polls["default/a"]
         await eventually(lambda: source.polls["default/a"] >= before + 3)  # it keeps polling
-        assert a.signal_error == ""
-    finally:
-        await collector.aclose()
+        assert pool["a"].signal_error == ""
     assert source.closed
 
 
 async def test_failed_polls_are_counted_and_keep_the_last_report():
     source = FakeSource()
     errors: list[str] = []
-    collector = Collector(
-        [bind(source, QueueExtractor())], interval_s=0.01, on_poll_error=errors.append
-    )
-    a = ep("a")
     source.answers["default/a"] = 7
-    collector.watch(a)
-    try:
-        await eventually(lambda: a.metrics.waiting_queue_size == 7)
-        last = a.metrics.updated_at
+    async with polling(
+        [bind(source, QueueExtractor())], interval_s=0.01, on_poll_error=errors.append
+    ) as pool:
+        pool.add("a")
+        await eventually(lambda: pool["a"].metrics.waiting_queue_size == 7)
+        last = pool["a"].metrics.updated_at
         source.answers["default/a"] = ConnectionRefusedError("connection refused")
         await eventually(lambda: len(errors) >= 2)
-        assert a.metrics.updated_at <= last + 0.05  # at most one good poll raced the switch
-        frozen = a.metrics.updated_at
+        # At most one good poll raced the switch.
+        assert pool["a"].metrics.updated_at <= last + 0.05
+        frozen = pool["a"].metrics.updated_at
         await eventually(lambda: len(errors) >= 4)
-        assert a.metrics.updated_at == frozen and a.metrics.waiting_queue_size == 7
+        assert pool["a"].metrics.updated_at == frozen
+        assert pool["a"].metrics.waiting_queue_size == 7
         assert errors[0] == "fake-source"
-        assert "connection refused" in a.signal_error
+        assert "connection refused" in pool["a"].signal_error
         source.answers["default/a"] = 9  # recovers
-        await eventually(lambda: a.metrics.waiting_queue_size == 9)
-        assert a.metrics.updated_at > frozen
-    finally:
-        await collector.aclose()
+        await eventually(lambda: pool["a"].metrics.waiting_queue_size == 9)
+        assert pool["a"].metrics.updated_at > frozen
 
 
 async def test_a_hung_poll_times_out_without_delaying_other_endpoints():
     source = FakeSource()
     source.hang.add("default/slow")
-    collector = Collector([bind(source, QueueExtractor())], interval_s=0.01, timeout_s=0.05)
-    slow, quick = ep("slow"), ep("quick", 8001)
-    collector.watch(slow)
-    collector.watch(quick)
-    try:
+    async with polling([bind(source, QueueExtractor())], interval_s=0.01, timeout_s=0.05) as pool:
+        pool.add("slow")
+        pool.add("quick", 8001)
         await eventually(lambda: source.polls.get("default/quick", 0) >= 10)
-        await eventually(lambda: "no response within 0.05s" in slow.signal_error)
-        assert slow.metrics.updated_at == 0
-    finally:
-        await collector.aclose()
+        await eventually(lambda: "no response within 0.05s" in pool["slow"].signal_error)
+        assert pool["slow"].metrics.updated_at == 0
 
 
 async def test_extraction_errors_are_counted_and_a_broken_extractor_does_not_stop_others():
     source = FakeSource()
     source.answers["default/a"] = 4
     failures: list[tuple[str, str]] = []
-    collector = Collector(
+    async with polling(
         [bind(source, Broken(), QueueExtractor())],
         interval_s=0.01,
         on_extract_error=lambda s, e: failures.append((s, e)),
-    )
-    a = ep("a")
-    collector.watch(a)
-    try:
-        await eventually(lambda: a.metrics.waiting_queue_size == 4 and bool(failures))
+    ) as pool:
+        pool.add("a")
+        await eventually(lambda: pool["a"].metrics.waiting_queue_size == 4 and bool(failures))
         assert failures[0] == ("fake-source", "broken")
-        assert "RuntimeError: bug" in a.signal_error
-    finally:
-        await collector.aclose()
+        assert "RuntimeError: bug" in pool["a"].signal_error
 
 
 async def test_unwatch_stops_polling_and_releases_the_connection():
     source = FakeSource()
-    collector = Collector([bind(source, QueueExtractor())], interval_s=0.01)
-    a = ep("a")
-    collector.watch(a)
-    try:
+    async with polling([bind(source, QueueExtractor())], interval_s=0.01) as pool:
+        pool.add("a")
         await eventually(lambda: source.polls.get("default/a", 0) >= 2)
-        collector.unwatch(a)
+        pool.collector.unwatch(pool["a"])
         assert source.forgotten == ["default/a"]
         count = source.polls["default/a"]
         await asyncio.sleep(0.05)
         assert source.polls["default/a"] == count
-        assert collector.statistics()["endpoints"] == 0
-    finally:
-        await collector.aclose()
+        assert pool.collector.statistics()["endpoints"] == 0
 
 
 async def test_a_source_with_its_own_interval_is_polled_less_often():
     every_tick = FakeSource("every-tick")
     slower = FakeSource("slower", interval_s=0.05)  # every 5th tick of 10 ms
-    collector = Collector([bind(every_tick, QueueExtractor()), bind(slower)], interval_s=0.01)
-    a = ep("a")
-    collector.watch(a)
-    try:
+    async with polling([bind(every_tick, QueueExtractor()), bind(slower)], interval_s=0.01) as pool:
+        pool.add("a")
         await eventually(lambda: every_tick.polls.get("default/a", 0) >= 20)
         assert 2 <= slower.polls["default/a"] <= every_tick.polls["default/a"] // 5 + 1
-    finally:
-        await collector.aclose()
 
 
 async def test_new_bindings_apply_and_unbound_sources_are_closed():
     old, new = FakeSource("old"), FakeSource("new")
-    collector = Collector([bind(old, QueueExtractor())], interval_s=0.01)
-    a = ep("a")
-    collector.watch(a)
-    try:
+    async with polling([bind(old, QueueExtractor())], interval_s=0.01) as pool:
+        collector = pool.collector
+        pool.add("a")
         await eventually(lambda: old.polls.get("default/a", 0) >= 1)
         collector.replace_bindings([bind(new, QueueExtractor())])
         assert (old.closed, new.closed) == (True, False)
@@ -202,5 +211,3 @@ async def test_new_bindings_apply_and_unbound_sources_are_closed():
         renewed = FakeSource("renewed")
         collector.replace_bindings([bind(renewed)])  # watched endpoints are polled again
         await eventually(lambda: renewed.polls.get("default/a", 0) >= 1)
-    finally:
-        await collector.aclose()

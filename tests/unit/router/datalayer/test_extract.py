@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -486,29 +487,32 @@ def test_the_plugin_updates_the_endpoint_with_its_engines_table():
         },
     )
     sglang = endpoint(**{DEFAULT_ENGINE_LABEL: "sglang"})
-    errors = plugin.extract((PAGES / "sglang.txt").read_bytes(), sglang, 7.0)
-    assert list(errors) == []
-    got = sglang.metrics
+    signals = plugin.extract((PAGES / "sglang.txt").read_bytes(), sglang, 7.0)
+    assert list(signals.errors) == []
+    got = signals.metrics
+    assert got is not None
     assert (got.waiting_queue_size, got.running_requests) == (4, 9)
     assert got.kv_cache_usage == 0.273440664236533
     assert (got.cache_block_size, got.cache_num_blocks) == (0, 0)  # replaced whole: not read
     assert got.updated_at == 7.0
 
     vllm = endpoint()  # no label: the default engine
-    errors = plugin.extract((PAGES / "vllm-lora.txt").read_bytes(), vllm, 8.0)
-    assert list(errors) == []
-    assert (vllm.metrics.waiting_queue_size, vllm.metrics.cache_num_blocks) == (3, 21947)
-    assert vllm.metrics.active_models == {"sql-lora", "tweet-summary"}
+    signals = plugin.extract((PAGES / "vllm-lora.txt").read_bytes(), vllm, 8.0)
+    assert list(signals.errors) == []
+    got = signals.metrics
+    assert got is not None
+    assert (got.waiting_queue_size, got.cache_num_blocks) == (3, 21947)
+    assert got.active_models == {"sql-lora", "tweet-summary"}
+    assert sglang.metrics.updated_at == vllm.metrics.updated_at == 0.0  # never written
 
 
 def test_the_plugin_leaves_the_endpoint_alone_when_nothing_was_read():
     plugin = builtin_registry().create("core-metrics-extractor", "x", None)
-    target = endpoint()
     before = EndpointMetrics(waiting_queue_size=5, updated_at=3.0)
-    target.metrics = before
-    errors = plugin.extract(b"unrelated 1\n", target, 9.0)
-    assert len(errors) == 4
-    assert target.metrics is before
+    target = dataclasses.replace(endpoint(), metrics=before)
+    signals = plugin.extract(b"unrelated 1\n", target, 9.0)
+    assert len(signals.errors) == 4
+    assert signals.metrics is None  # nothing to report: the endpoint keeps its signals
 
 
 def test_the_plugin_custom_label_key_and_default_engine():
@@ -518,11 +522,13 @@ def test_the_plugin_custom_label_key_and_default_engine():
         {"engineLabelKey": "example.com/server", "defaultEngine": "triton"},
     )
     trt = endpoint(**{"example.com/server": "trtllm-serve"})
-    assert list(plugin.extract((PAGES / "trtllm-serve.txt").read_bytes(), trt, 1.0)) == []
-    assert trt.metrics.waiting_queue_size == 11
+    signals = plugin.extract((PAGES / "trtllm-serve.txt").read_bytes(), trt, 1.0)
+    assert list(signals.errors) == []
+    assert signals.metrics is not None and signals.metrics.waiting_queue_size == 11
     unlabelled = endpoint()
-    assert list(plugin.extract((PAGES / "triton.txt").read_bytes(), unlabelled, 1.0)) == []
-    assert unlabelled.metrics.running_requests == 9322
+    signals = plugin.extract((PAGES / "triton.txt").read_bytes(), unlabelled, 1.0)
+    assert list(signals.errors) == []
+    assert signals.metrics is not None and signals.metrics.running_requests == 9322
 
 
 @pytest.mark.parametrize(
@@ -566,9 +572,11 @@ def test_an_engine_table_from_the_readme_example():
             ]
         },
     )
-    target = endpoint()
-    assert list(plugin.extract((PAGES / "vllm-lora.txt").read_bytes(), target, 1.0)) == []
-    assert target.metrics.active_models == frozenset()  # LoRA reading is off
-    assert target.metrics.max_active_models == 0
-    assert (target.metrics.cache_block_size, target.metrics.cache_num_blocks) == (16, 21947)
-    assert target.metrics.kv_cache_usage == 0.42
+    signals = plugin.extract((PAGES / "vllm-lora.txt").read_bytes(), endpoint(), 1.0)
+    assert list(signals.errors) == []
+    got = signals.metrics
+    assert got is not None
+    assert got.active_models == frozenset()  # LoRA reading is off
+    assert got.max_active_models == 0
+    assert (got.cache_block_size, got.cache_num_blocks) == (16, 21947)
+    assert got.kv_cache_usage == 0.42

@@ -101,28 +101,29 @@ def test_session_token_header_name_is_configurable_and_lower_cased():
         0,
         0,
     ]
-    req = request()
-    scorer.pre_request(CycleState(), req, routed(A))
-    assert req.response_headers == {"x-sticky": encode_token(A)}
+    cycle = CycleState()
+    scorer.pre_request(cycle, request(), routed(A))
+    assert cycle.outputs.response_headers == {"x-sticky": encode_token(A)}
 
 
 def test_session_token_is_delivered_for_the_primary_target():
     req = request({"x-session-token": b64("ns/b")})
-    session_scorer().pre_request(CycleState(), req, routed(C, prefill=B))
-    assert req.response_headers == {"x-session-token": b64("ns/c")}
-    assert req.add_headers == {}
+    cycle = CycleState()
+    session_scorer().pre_request(cycle, req, routed(C, prefill=B))
+    assert cycle.outputs.response_headers == {"x-session-token": b64("ns/c")}
+    assert cycle.outputs.set_headers == {}
 
 
 def test_session_token_for_a_named_profile():
     scorer = session_scorer(
         {"profileName": "prefill", "encodedEndpointHeaderConfig": {"header": "x-session-p"}}
     )
-    req = request()
-    scorer.pre_request(CycleState(), req, routed(C, prefill=B))
-    assert req.response_headers == {"x-session-p": b64("ns/b")}
-    decode_only = request()
-    scorer.pre_request(CycleState(), decode_only, routed(C))
-    assert decode_only.response_headers == {}
+    cycle = CycleState()
+    scorer.pre_request(cycle, request(), routed(C, prefill=B))
+    assert cycle.outputs.response_headers == {"x-session-p": b64("ns/b")}
+    decode_only = CycleState()
+    scorer.pre_request(decode_only, request(), routed(C))
+    assert decode_only.outputs.response_headers == {}
 
 
 def test_session_id_binds_sticks_and_moves_only_when_absent():
@@ -152,9 +153,10 @@ def test_session_id_binds_sticks_and_moves_only_when_absent():
     # no session id: nothing scored, nothing bound, nothing written
     req = request()
     assert scorer.score(CycleState(), req, [A, B]) == [0.0, 0.0]
-    scorer.pre_request(CycleState(), req, routed(A))
+    cycle = CycleState()
+    scorer.pre_request(cycle, req, routed(A))
     assert scorer.statistics() == {"sessions": 1}
-    assert req.response_headers == {}
+    assert cycle.outputs.response_headers == {}
 
 
 def test_session_id_without_a_score_does_not_move_a_binding():

@@ -12,14 +12,17 @@ import pytest
 
 from llmd_router.config import ConfigError
 from llmd_router.datalayer.endpoints import Endpoint
+from llmd_router.datalayer.inflight import InFlightLedger
 from llmd_router.framework import (
     PREFIX_MATCH,
     CycleState,
     Decider,
     NoParams,
+    PluginHandle,
     PrefixMatch,
     ProfileHandler,
     ProfileResult,
+    RequestOutputs,
     SchedulingError,
     SchedulingResult,
     Stability,
@@ -141,7 +144,7 @@ def test_single_profile_handler_failures():
 
 def disagg(raw: dict | None = None, **deciders: object) -> DisaggProfileHandler:
     handler = DisaggProfileHandler("pd", msgspec.convert(raw or {}, DisaggProfileHandler.Params))
-    handler.bind(deciders)
+    handler.bind(PluginHandle(deciders, InFlightLedger()))
     return handler
 
 
@@ -271,13 +274,12 @@ def test_prefill_first_decode_failed():
 # ---------------------------------------------------------------------------- disagg: headers
 
 
-def headers_after(
-    result: SchedulingResult, client: dict[str, str] | None = None
-) -> InferenceRequest:
-    request = completion("x", client)
-    request.add_headers[PREFILLER_HEADER] = "stale:1"  # e.g. from an earlier hook
-    disagg().pre_request(CycleState(), request, result)
-    return request
+def headers_after(result: SchedulingResult, client: dict[str, str] | None = None) -> RequestOutputs:
+    """The request headers the handler sets and removes (``cycle.outputs``)."""
+    cycle = CycleState()
+    cycle.outputs.set_header(PREFILLER_HEADER, "stale:1")  # e.g. from an earlier hook
+    disagg().pre_request(cycle, completion("x", client), result)
+    return cycle.outputs
 
 
 def test_headers_for_prefill_and_encoders():
@@ -289,27 +291,27 @@ def test_headers_for_prefill_and_encoders():
             "encode": found(ENC1, ENC2),
         },
     )
-    request = headers_after(result)
-    assert request.add_headers == {
+    outputs = headers_after(result)
+    assert outputs.set_headers == {
         PREFILLER_HEADER: "10.0.1.1:8001",  # the first prefill endpoint only
         ENCODERS_HEADER: "10.0.2.1:8002,[fd00::7]:8003",
     }
-    assert request.remove_headers == set()
+    assert outputs.remove_headers == set()
 
 
 def test_headers_removed_when_no_stage_ran():
     smuggled = {PREFILLER_HEADER: "6.6.6.6:1", ENCODERS_HEADER: "6.6.6.6:2"}
-    request = headers_after(SchedulingResult("decode", {"decode": found(DEC)}), smuggled)
-    assert request.add_headers == {}
-    assert request.remove_headers == {PREFILLER_HEADER, ENCODERS_HEADER}
+    outputs = headers_after(SchedulingResult("decode", {"decode": found(DEC)}), smuggled)
+    assert outputs.set_headers == {}
+    assert outputs.remove_headers == {PREFILLER_HEADER, ENCODERS_HEADER}
 
 
 def test_header_for_prefill_only():
-    request = headers_after(
+    outputs = headers_after(
         SchedulingResult("decode", {"decode": found(DEC), "prefill": found(PRE)})
     )
-    assert request.add_headers == {PREFILLER_HEADER: "10.0.1.1:8001"}
-    assert request.remove_headers == {ENCODERS_HEADER}
+    assert outputs.set_headers == {PREFILLER_HEADER: "10.0.1.1:8001"}
+    assert outputs.remove_headers == {ENCODERS_HEADER}
 
 
 def test_headers_follow_custom_profile_names():
@@ -318,8 +320,9 @@ def test_headers_follow_custom_profile_names():
     result = SchedulingResult(
         "decode", {"decode": found(DEC), "prefill": found(DEC2), "p": found(PRE), "e": found(ENC1)}
     )
-    handler.pre_request(CycleState(), request, result)
-    assert request.add_headers == {
+    cycle = CycleState()
+    handler.pre_request(cycle, request, result)
+    assert cycle.outputs.set_headers == {
         PREFILLER_HEADER: "10.0.1.1:8001",
         ENCODERS_HEADER: "10.0.2.1:8002",
     }
@@ -334,12 +337,12 @@ def test_bind_reports_missing_and_wrong_deciders():
         msgspec.convert({"deciders": {"prefill": "nope"}}, DisaggProfileHandler.Params),
     )
     with pytest.raises(ConfigError, match=r"'my-handler'.*deciders\.prefill.*'nope'"):
-        handler.bind({"my-handler": handler})
+        handler.bind(PluginHandle({"my-handler": handler}, InFlightLedger()))
     handler = DisaggProfileHandler(
         "my-handler", msgspec.convert({"deciders": {"encode": "f"}}, DisaggProfileHandler.Params)
     )
     with pytest.raises(ConfigError, match=r"deciders\.encode: plugin 'f' is not a decider"):
-        handler.bind({"f": SingleProfileHandler("f", NoParams())})
+        handler.bind(PluginHandle({"f": SingleProfileHandler("f", NoParams())}, InFlightLedger()))
 
 
 def test_legacy_flat_parameters():

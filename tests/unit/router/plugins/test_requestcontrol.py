@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
 
+from llmd_router import testing
 from llmd_router.config import ConfigError
-from llmd_router.datalayer.endpoints import Endpoint, EndpointMetrics
+from llmd_router.datalayer.endpoints import Endpoint
+from llmd_router.datalayer.inflight import InFlightCharge, InFlightLedger
 from llmd_router.framework import (
     INFLIGHT_LOAD,
     PREFIX_MATCH,
     Admitter,
-    Completion,
+    Binds,
     CycleState,
     DataProducer,
     InFlightLoad,
     PrefixMatch,
     PreRequest,
-    ProfileResult,
     Registry,
     ResponseComplete,
     SaturationDetector,
     SchedulingResult,
     Stability,
 )
-from llmd_router.parsing.request import ApiKind, InferenceRequest
 from llmd_router.plugins.admitters.probabilistic_admitter import (
     ProbabilisticAdmitter,
 )
@@ -36,33 +37,21 @@ from llmd_router.plugins.producers.inflight_load_producer import (
     uncached_input_tokens,
 )
 
-DONE = Completion(status=200)
+if TYPE_CHECKING:
+    from llmd_router.parsing.request import InferenceRequest
 
 
 def endpoint(i: int, **metrics) -> Endpoint:
-    e = Endpoint(f"e{i}", f"10.0.0.{i}", 8000)
-    if metrics:
-        e.metrics = EndpointMetrics(**{"updated_at": 1.0, **metrics})
-    return e
+    return testing.endpoint(i, **metrics)
 
 
 def request(
     size: int = 400, priority: int = 0, max_tokens: int | None = None, rid: str = "r"
 ) -> InferenceRequest:
-    return InferenceRequest(
-        request_id=rid,
-        path="/v1/completions",
-        kind=ApiKind.COMPLETIONS,
-        headers={},
-        body=b"x" * size,
-        max_tokens=max_tokens,
-        priority=priority,
-    )
+    return testing.request(size=size, priority=priority, max_tokens=max_tokens, request_id=rid)
 
 
-def result(**profiles: tuple[Endpoint, ...]) -> SchedulingResult:
-    primary = next(iter(profiles))
-    return SchedulingResult(primary, {n: ProfileResult(t) for n, t in profiles.items()})
+result = testing.result
 
 
 def producer(**params) -> InFlightLoadProducer:
@@ -84,6 +73,28 @@ class Draw(random.Random):
         return self.value
 
 
+class Routing:
+    """The producer bound to a ledger, and the router's part: charging a routed request's
+    cycle to the ledger, refunding it when it ends."""
+
+    def __init__(self, **params) -> None:
+        self.ledger = InFlightLedger()
+        self.producer = testing.make(InFlightLoadProducer, inflight=self.ledger, **params)
+
+    def route(
+        self, r: InferenceRequest, res: SchedulingResult, cycle: CycleState | None = None
+    ) -> tuple[InFlightCharge, ...]:
+        cycle = cycle or CycleState()
+        self.producer.pre_request(cycle, r, res)
+        return testing.route(self.ledger, cycle, res)
+
+    def end(self, charges: tuple[InFlightCharge, ...]) -> None:
+        self.ledger.refund(charges)
+
+    def load(self, key: str) -> InFlightLoad:
+        return self.ledger.load(key)
+
+
 # ---------------------------------------------------------------------------- producer
 
 
@@ -91,7 +102,8 @@ def test_producer_kinds_and_declarations():
     p = producer()
     assert isinstance(p, DataProducer)
     assert isinstance(p, PreRequest)
-    assert isinstance(p, ResponseComplete)
+    assert isinstance(p, Binds)  # it reads the router's ledger
+    assert not isinstance(p, ResponseComplete)  # the router refunds what a request was charged
     assert not isinstance(p, SaturationDetector)
     assert p.produces == (INFLIGHT_LOAD,)
     assert p.consumes == ()
@@ -139,75 +151,74 @@ def test_cached_prefix_is_discounted(match, input_tokens, uncached):
     ],
 )
 def test_tokens_added_per_target(params, size, max_tokens, tokens):
-    p = producer(**params)
+    routing = Routing(**params)
     e = endpoint(1)
-    p.pre_request(CycleState(), request(size, max_tokens=max_tokens), result(default=(e,)))
-    assert p.load(e.key) == InFlightLoad(requests=1, tokens=tokens)
+    routing.route(request(size, max_tokens=max_tokens), result(default=(e,)))
+    assert routing.load(e.key) == InFlightLoad(requests=1, tokens=tokens)
 
 
 def test_output_estimate_uses_the_whole_prompt_not_the_uncached_part():
-    p = producer(addEstimatedOutputTokens=True)
+    routing = Routing(addEstimatedOutputTokens=True)
     e = endpoint(1)
     cycle = CycleState()
     cycle.put(
         PREFIX_MATCH, {e.key: PrefixMatch(match_blocks=5, total_blocks=6, block_size_tokens=16)}
     )
-    p.pre_request(cycle, request(400), result(default=(e,)))
+    routing.route(request(400), result(default=(e,)), cycle)
     # input 100: uncached 16 + tail 4, output round(100 * 1.5)
-    assert p.load(e.key) == InFlightLoad(1, 20 + 150)
+    assert routing.load(e.key) == InFlightLoad(1, 20 + 150)
 
 
 def test_produce_writes_the_candidates_only():
-    p = producer()
+    routing = Routing()
     a, b, c = endpoint(1), endpoint(2), endpoint(3)
-    p.pre_request(CycleState(), request(400), result(default=(a, b)))  # target[0] only
-    p.pre_request(CycleState(), request(80), result(default=(c,)))
+    routing.route(request(400), result(default=(a, b)))  # target[0] only
+    routing.route(request(80), result(default=(c,)))
     cycle = CycleState()
-    p.produce(cycle, request(), [a, b])
+    routing.producer.produce(cycle, request(), [a, b])
     assert cycle.get(INFLIGHT_LOAD) == {a.key: InFlightLoad(1, 100), b.key: InFlightLoad(0, 0)}
 
 
 def test_every_profile_counts_and_an_endpoint_in_two_profiles_counts_twice():
-    p = producer()
+    routing = Routing()
     d, f = endpoint(1), endpoint(2)
-    r = request(400)
-    p.pre_request(CycleState(), r, result(decode=(d, f), prefill=(f,), encode=()))
-    assert (p.load(d.key), p.load(f.key)) == (InFlightLoad(1, 100), InFlightLoad(1, 100))
-    p.response_complete(r, result(decode=(d,)), DONE)
-    assert p.load(d.key) == p.load(f.key) == InFlightLoad(0, 0)
+    charges = routing.route(request(400), result(decode=(d, f), prefill=(f,), encode=()))
+    assert (routing.load(d.key), routing.load(f.key)) == (
+        InFlightLoad(1, 100),
+        InFlightLoad(1, 100),
+    )
+    routing.end(charges)
+    assert routing.load(d.key) == routing.load(f.key) == InFlightLoad(0, 0)
 
-    same = request(400)
-    p.pre_request(CycleState(), same, result(decode=(d,), prefill=(d,)))
-    assert p.load(d.key) == InFlightLoad(2, 200)
-    p.response_complete(same, result(decode=(d,)), DONE)
-    assert p.load(d.key) == InFlightLoad(0, 0)
+    charges = routing.route(request(400), result(decode=(d,), prefill=(d,)))
+    assert routing.load(d.key) == InFlightLoad(2, 200)
+    routing.end(charges)
+    assert routing.load(d.key) == InFlightLoad(0, 0)
 
 
-def test_release_is_exact_once_and_never_below_zero():
-    p = producer()
+def test_release_is_exact_and_never_below_zero():
+    routing = Routing()
     e = endpoint(1)
-    first, second = request(400, rid="a"), request(80, rid="b")
-    p.pre_request(CycleState(), first, result(default=(e,)))
-    p.pre_request(CycleState(), second, result(default=(e,)))
-    assert p.load(e.key) == InFlightLoad(2, 120)
+    first = routing.route(request(400, rid="a"), result(default=(e,)))
+    routing.route(request(80, rid="b"), result(default=(e,)))
+    assert routing.load(e.key) == InFlightLoad(2, 120)
 
-    p.response_complete(first, result(default=(e,)), DONE)
-    p.response_complete(first, result(default=(e,)), DONE)  # a second call releases nothing
-    assert p.load(e.key) == InFlightLoad(1, 20)
+    routing.end(first)
+    assert routing.load(e.key) == InFlightLoad(1, 20)
 
-    # A record larger than what is held (it cannot happen; the floor is the defence).
-    second.extra["inflight"] = [(e.key, 1_000), (e.key, 5)]
-    p.response_complete(second, result(default=(e,)), DONE)
-    assert p.load(e.key) == InFlightLoad(0, 0)
-    assert p.statistics()["totalEndpoints"] == 0
+    # More than what is held (it cannot happen; the floor is the defence).
+    routing.end((InFlightCharge(e.key, 1, 1_000), InFlightCharge(e.key, 0, 5)))
+    assert routing.load(e.key) == InFlightLoad(0, 0)
+    assert routing.producer.statistics()["totalEndpoints"] == 0
 
 
-def test_a_request_never_scheduled_releases_nothing():
-    p = producer()
+def test_a_request_never_routed_holds_nothing():
+    routing = Routing()
     e = endpoint(1)
-    p.pre_request(CycleState(), request(400, rid="a"), result(default=(e,)))
-    p.response_complete(request(400, rid="b"), result(default=(e,)), DONE)
-    assert p.load(e.key) == InFlightLoad(1, 100)
+    cycle = CycleState()
+    routing.producer.pre_request(cycle, request(400, rid="a"), result(default=(e,)))
+    assert routing.load(e.key) == InFlightLoad(0, 0)  # hooks only say what routing will cost
+    assert cycle.outputs.charges == [InFlightCharge(e.key, requests=0, tokens=100)]
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -216,14 +227,14 @@ def test_counters_follow_outstanding_requests_and_return_to_zero(seed):
     of its profiles, one request and its uncached input plus (if enabled) its output estimate."""
     rng = random.Random(seed)
     add_output = rng.random() < 0.5
-    p = producer(addEstimatedOutputTokens=add_output)
+    routing = Routing(addEstimatedOutputTokens=add_output)
     eps = [endpoint(i) for i in range(1, 6)]
-    # request, its result, and what the model says it holds: (endpoint key, tokens) per profile
-    outstanding: list[tuple[InferenceRequest, SchedulingResult, list[tuple[str, int]]]] = []
+    # the charges of a request, and what the model says it holds: (endpoint key, tokens)
+    outstanding: list[tuple[tuple[InFlightCharge, ...], list[tuple[str, int]]]] = []
     for step in range(300):
         if outstanding and rng.random() < 0.45:
-            r, res, _ = outstanding.pop(rng.randrange(len(outstanding)))
-            p.response_complete(r, res, DONE)
+            charges, _ = outstanding.pop(rng.randrange(len(outstanding)))
+            routing.end(charges)
         else:
             size, cap = rng.randrange(0, 2_000), rng.choice([None, 10])
             r = request(size, max_tokens=cap, rid=str(step))
@@ -237,7 +248,7 @@ def test_counters_follow_outstanding_requests_and_return_to_zero(seed):
                 cycle.put(PREFIX_MATCH, matches)
             else:
                 matches = {}
-            p.pre_request(cycle, r, res)
+            charges = routing.route(r, res, cycle)
             tokens_in = size // 4 if size >= 4 else min(size, 1)
             tokens_out = 0
             if add_output and tokens_in:
@@ -250,15 +261,15 @@ def test_counters_follow_outstanding_requests_and_return_to_zero(seed):
                 (t[0].key, uncached_input_tokens(matches.get(t[0].key), tokens_in) + tokens_out)
                 for t in profiles.values()
             ]
-            outstanding.append((r, res, held))
+            outstanding.append((charges, held))
         for e in eps:
-            mine = [tokens for _, _, held in outstanding for key, tokens in held if key == e.key]
-            assert p.load(e.key) == InFlightLoad(len(mine), sum(mine))
+            mine = [tokens for _, held in outstanding for key, tokens in held if key == e.key]
+            assert routing.load(e.key) == InFlightLoad(len(mine), sum(mine))
     rng.shuffle(outstanding)
-    for r, res, _ in outstanding:
-        p.response_complete(r, res, DONE)
-    assert all(p.load(e.key) == InFlightLoad(0, 0) for e in eps)
-    assert p.statistics() == {
+    for charges, _ in outstanding:
+        routing.end(charges)
+    assert all(routing.load(e.key) == InFlightLoad(0, 0) for e in eps)
+    assert routing.producer.statistics() == {
         "endpoints": [],
         "totalEndpoints": 0,
         "maxEndpoints": 100,
@@ -267,11 +278,11 @@ def test_counters_follow_outstanding_requests_and_return_to_zero(seed):
 
 
 def test_statistics_list_the_busiest_hundred():
-    p = producer()
+    routing = Routing()
     eps = [Endpoint(f"e{i}", f"10.0.{i // 250}.{i % 250}", 8000) for i in range(150)]
     for i, e in enumerate(eps):
-        p.pre_request(CycleState(), request(4 * (i % 7)), result(default=(e,)))
-    stats = p.statistics()
+        routing.route(request(4 * (i % 7)), result(default=(e,)))
+    stats = routing.producer.statistics()
     assert stats["totalEndpoints"] == 150
     assert stats["maxEndpoints"] == 100
     assert stats["truncated"] is True
@@ -287,11 +298,11 @@ def test_statistics_list_the_busiest_hundred():
 
 
 def test_small_statistics_are_not_truncated():
-    p = producer()
+    routing = Routing()
     a, b = endpoint(1), endpoint(2)
-    p.pre_request(CycleState(), request(40), result(default=(a,)))
-    p.pre_request(CycleState(), request(400), result(default=(b,)))
-    assert p.statistics() == {
+    routing.route(request(40), result(default=(a,)))
+    routing.route(request(400), result(default=(b,)))
+    assert routing.producer.statistics() == {
         "endpoints": [
             {"endpoint": b.key, "requests": 1, "tokens": 100},
             {"endpoint": a.key, "requests": 1, "tokens": 10},

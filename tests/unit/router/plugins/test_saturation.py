@@ -3,20 +3,21 @@ router's in-flight counts."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 import pytest
 
+from llmd_router import testing
 from llmd_router.config import API_VERSION, ConfigError, load_config
-from llmd_router.datalayer.endpoints import Endpoint, EndpointMetrics
+from llmd_router.datalayer.inflight import InFlightCharge, InFlightLedger
 from llmd_router.framework import (
     INFLIGHT_LOAD,
-    Completion,
     CycleState,
     Filter,
     InFlightLoad,
-    ProfileResult,
+    PluginHandle,
     SaturationDetector,
-    SchedulingResult,
     Stability,
 )
 from llmd_router.parsing.request import ApiKind, InferenceRequest
@@ -28,18 +29,18 @@ from llmd_router.plugins.producers.inflight_load_producer import (
 from llmd_router.plugins.saturation.concurrency_detector import ConcurrencyDetector
 from llmd_router.plugins.saturation.utilization_detector import UtilizationDetector
 
+if TYPE_CHECKING:
+    from llmd_router.datalayer.endpoints import Endpoint
+
 NOW = 10.0
 REQUEST = InferenceRequest("r", "/v1/completions", ApiKind.COMPLETIONS, {}, b"x" * 400)
 
 
 def endpoint(i: int, queue: int = 0, kv: float = 0.0, age: float | None = 0.0) -> Endpoint:
     """An endpoint whose last report is ``age`` seconds before NOW (None: never reported)."""
-    e = Endpoint(f"e{i}", f"10.0.0.{i}", 8000)
-    if age is not None:
-        e.metrics = EndpointMetrics(
-            waiting_queue_size=queue, kv_cache_usage=kv, updated_at=NOW - age
-        )
-    return e
+    if age is None:
+        return testing.endpoint(i)
+    return testing.endpoint(i, waiting_queue_size=queue, kv_cache_usage=kv, reported_at=NOW - age)
 
 
 def utilization(**params) -> UtilizationDetector:
@@ -162,20 +163,17 @@ def test_utilization_parameter_errors(raw, message):
 # ---------------------------------------------------------------------------- concurrency
 
 
-def busy(i: int, inflight: int) -> Endpoint:
-    e = endpoint(i)
-    e.inflight = inflight
-    return e
+def charged(ledger: InFlightLedger, loads: dict[str, InFlightLoad]) -> InFlightLedger:
+    """``ledger`` with these requests and tokens in flight, by endpoint key."""
+    ledger.charge(InFlightCharge(k, x.requests, x.tokens) for k, x in loads.items())
+    return ledger
 
 
-class Loads:
-    """A load source with fixed counts."""
-
-    def __init__(self, loads: dict[str, InFlightLoad]) -> None:
-        self.loads = loads
-
-    def load(self, key: str) -> InFlightLoad:
-        return self.loads.get(key, InFlightLoad(0, 0))
+def reading(ledger: InFlightLedger, *, with_producer: bool = True, **params) -> ConcurrencyDetector:
+    """A detector bound, as the pipeline binds it, to ``ledger`` (and to an in-flight load
+    producer, which the tokens and hybrid modes need)."""
+    plugins = {"inflight": inflight()} if with_producer else {}
+    return testing.make(ConcurrencyDetector, "conc", plugins=plugins, inflight=ledger, **params)
 
 
 def test_concurrency_declares_what_it_reads():
@@ -194,8 +192,11 @@ def test_concurrency_declares_what_it_reads():
     ],
 )
 def test_concurrency_saturation_from_the_routers_own_count(params, inflight, saturation):
-    eps = [busy(i, n) for i, n in enumerate(inflight, 1)]
-    assert concurrency(**params).saturation(eps) == pytest.approx(saturation)
+    eps = [endpoint(i) for i in range(1, len(inflight) + 1)]
+    loads = {e.key: InFlightLoad(n, 0) for e, n in zip(eps, inflight, strict=True)}
+    ledger = charged(InFlightLedger(), loads)
+    d = reading(ledger, with_producer=False, **params)
+    assert d.saturation(eps) == pytest.approx(saturation)
 
 
 @pytest.mark.parametrize(
@@ -207,16 +208,17 @@ def test_concurrency_saturation_from_the_routers_own_count(params, inflight, sat
         ("hybrid", (0.5 + 0.9 + 0.1) / 3),
     ],
 )
-def test_concurrency_saturation_from_a_load_source(mode, saturation):
-    a, b, c = busy(1, 99), busy(2, 99), busy(3, 99)  # the source wins over Endpoint.inflight
-    d = concurrency(concurrencyMode=mode)
-    d.load_source = Loads(
+def test_concurrency_saturation_from_the_ledger(mode, saturation):
+    a, b, c = endpoint(1), endpoint(2), endpoint(3)
+    ledger = charged(
+        InFlightLedger(),
         {
             a.key: InFlightLoad(50, 0),
             b.key: InFlightLoad(0, 900_000),
             c.key: InFlightLoad(10, 100_000),
-        }
+        },
     )
+    d = reading(ledger, concurrencyMode=mode)
     assert d.saturation([a, b, c]) == pytest.approx(saturation)
 
 
@@ -236,7 +238,7 @@ def test_concurrency_saturation_from_a_load_source(mode, saturation):
     ],
 )
 def test_concurrency_filter_reads_the_cycle(params, loads, kept):
-    eps = [busy(i, 0) for i in range(1, len(loads) + 1)]
+    eps = [endpoint(i) for i in range(1, len(loads) + 1)]
     cycle = CycleState()
     cycle.put(
         INFLIGHT_LOAD, {e.key: InFlightLoad(r, t) for e, (r, t) in zip(eps, loads, strict=True)}
@@ -246,32 +248,42 @@ def test_concurrency_filter_reads_the_cycle(params, loads, kept):
 
 
 def test_concurrency_filter_without_produced_loads():
-    a, b, c = busy(1, 99), busy(2, 100), busy(3, 0)
+    a, b, c = endpoint(1), endpoint(2), endpoint(3)
+    ledger = charged(InFlightLedger(), {a.key: InFlightLoad(99, 0), b.key: InFlightLoad(100, 0)})
+    d = reading(ledger, with_producer=False)
     cycle = CycleState()
     cycle.put(INFLIGHT_LOAD, {a.key: InFlightLoad(100, 0)})  # b and c missing: nothing in flight
-    assert concurrency().filter(cycle, REQUEST, [a, b, c]) == [b, c]
+    assert d.filter(cycle, REQUEST, [a, b, c]) == [b, c]
     # Nothing produced at all: the router's own count.
-    assert concurrency().filter(CycleState(), REQUEST, [a, b, c]) == [a, c]
+    assert d.filter(CycleState(), REQUEST, [a, b, c]) == [a, c]
 
 
 def test_concurrency_over_the_producer_returns_to_zero():
-    producer = InFlightLoadProducer("inflight", msgspec.convert({}, InFlightLoadProducer.Params))
-    d = concurrency(concurrencyMode="hybrid", maxConcurrency=2, maxTokenConcurrency=400)
-    d.load_source = producer
+    ledger = InFlightLedger()
+    producer = testing.make(InFlightLoadProducer, "inflight", inflight=ledger)
+    d = testing.make(
+        ConcurrencyDetector,
+        "conc",
+        plugins={"inflight": producer},
+        inflight=ledger,
+        concurrencyMode="hybrid",
+        maxConcurrency=2,
+        maxTokenConcurrency=400,
+    )
     a, b = endpoint(1), endpoint(2)
     routed = []
     for target in (a, a, b):
-        r = InferenceRequest("r", "/v1/completions", ApiKind.COMPLETIONS, {}, b"x" * 400)
-        res = SchedulingResult("default", {"default": ProfileResult((target,))})
-        producer.pre_request(CycleState(), r, res)
-        routed.append((r, res))
+        cycle = CycleState()
+        res = testing.result(default=[target])
+        producer.pre_request(cycle, REQUEST, res)
+        routed.append(testing.route(ledger, cycle, res))
     # a: 2 requests / 2 = 1.0, 200 tokens / 400 = 0.5; b: 0.5 and 0.25
     assert d.saturation([a, b]) == pytest.approx((1.0 + 0.5) / 2)
     cycle = CycleState()
     producer.produce(cycle, REQUEST, [a, b])
     assert d.filter(cycle, REQUEST, [a, b]) == [b]
-    for r, res in routed:
-        producer.response_complete(r, res, Completion(status=200))
+    for charges in routed:
+        ledger.refund(charges)
     assert d.saturation([a, b]) == 0.0
 
 
@@ -279,20 +291,19 @@ def inflight(name: str = "inflight") -> InFlightLoadProducer:
     return InFlightLoadProducer(name, msgspec.convert({}, InFlightLoadProducer.Params))
 
 
-def test_bind_finds_the_one_producer():
+def test_bind_reads_the_ledger_and_accepts_the_one_producer():
+    ledger = charged(InFlightLedger(), {"10.0.0.1:8000": InFlightLoad(50, 500_000)})
     d = concurrency(concurrencyMode="tokens")
-    p = inflight()
-    d.bind({"conc": d, "inflight": p, "other": object()})
-    assert d.load_source is p
+    d.bind(PluginHandle({"conc": d, "inflight": inflight(), "other": object()}, ledger))
+    assert d.saturation([endpoint(1)]) == 0.5
 
 
 def test_bind_by_name_among_several_producers():
     d = concurrency(inFlightLoadProducerName="b")
     a, b = inflight("a"), inflight("b")
-    d.bind({"a": a, "b": b})
-    assert d.load_source is b
+    d.bind(PluginHandle({"a": a, "b": b}, InFlightLedger()))
     with pytest.raises(ConfigError, match="several plugins produce 'InFlightLoadKey'"):
-        concurrency().bind({"a": a, "b": b})
+        concurrency().bind(PluginHandle({"a": a, "b": b}, InFlightLedger()))
 
 
 @pytest.mark.parametrize(
@@ -308,14 +319,14 @@ def test_bind_errors_name_the_plugin(params, plugins, message):
     with pytest.raises(
         ConfigError, match=rf"plugin 'conc' \(type 'concurrency-detector'\).*{message}"
     ):
-        concurrency(**params).bind(plugins)
+        concurrency(**params).bind(PluginHandle(plugins, InFlightLedger()))
 
 
 def test_bind_without_a_producer_counts_the_routers_requests():
     d = concurrency()
-    d.bind({})
-    assert d.load_source is None
-    assert d.saturation([busy(1, 50)]) == 0.5
+    ledger = charged(InFlightLedger(), {endpoint(1).key: InFlightLoad(50, 0)})
+    d.bind(PluginHandle({}, ledger))
+    assert d.saturation([endpoint(1)]) == 0.5
 
 
 def test_the_pipeline_creates_and_binds_the_producer():
@@ -325,12 +336,14 @@ def test_the_pipeline_creates_and_binds_the_producer():
         "{type: random-picker}]\n"
         "saturationDetector: {pluginRef: concurrency-detector}\n"
     )
-    pipeline = build_pipeline(load_config(config), builtin_registry())
+    ledger = InFlightLedger()
+    pipeline = build_pipeline(load_config(config), builtin_registry(), inflight=ledger)
     detector = pipeline.saturation
     assert isinstance(detector, ConcurrencyDetector)
-    producer = pipeline.plugins["inflight-load-producer"].instance
-    assert isinstance(producer, InFlightLoadProducer)
-    assert detector.load_source is producer
+    producer = pipeline.plugins["inflight-load-producer"]
+    assert isinstance(producer.instance, InFlightLoadProducer) and producer.injected
+    charged(ledger, {endpoint(1).key: InFlightLoad(0, 500_000)})
+    assert detector.saturation([endpoint(1)]) == 0.5  # it reads the ledger it was bound to
 
 
 def test_concurrency_parameters():

@@ -107,8 +107,9 @@ class ConcurrencyDetector(Plugin[ConcurrencyDetectorParams]):
             )
         if not producers and self._mode != "requests":
             raise ConfigError(
-                f"{where}: concurrencyMode {self._mode!r} needs the token estimates of an "
-                f"{INFLIGHT_LOAD.name!r} producer, such as inflight-load-producer"
+                f"{where}: concurrencyMode {self._mode!r} needs the live counters of an "
+                f"{INFLIGHT_LOAD.name!r} producer, such as inflight-load-producer (it estimates "
+                "the tokens)"
             )
         self._ledger = handle.inflight
 
