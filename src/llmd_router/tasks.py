@@ -143,12 +143,39 @@ class TaskOwner:
             raise RuntimeError(f"a loop named {name!r} is already running")
         loop = Loop(name, restart, on_given_up=on_given_up or self._on_given_up)
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        loop.task = self._group.create_task(self._supervise(loop, fn, started), name=name)
         self._loops[name] = loop
+        self._run_task(loop, fn, started, killed=False)
         return loop, started
 
-    async def _supervise(self, loop: Loop, fn: LoopFn, started: asyncio.Future[None]) -> None:
+    def _run_task(
+        self, loop: Loop, fn: LoopFn, started: asyncio.Future[None], *, killed: bool
+    ) -> None:
+        task = self._group.create_task(self._supervise(loop, fn, started, killed), name=loop.name)
+        loop.task = task
+
+        def ended(task: asyncio.Task[None]) -> None:
+            # A task cancelled before its first step never entered _supervise: nothing in it
+            # saw the cancellation. Supervise it again, counting the kill as a failure.
+            if not task.cancelled() or loop._stopping or self._closing:
+                return
+            if loop.state in ("stopped", "given up"):
+                return
+            if not started.done():
+                started.cancel()
+                return
+            self._run_task(loop, fn, started, killed=True)
+
+        task.add_done_callback(ended)
+
+    async def _supervise(
+        self, loop: Loop, fn: LoopFn, started: asyncio.Future[None], killed: bool
+    ) -> None:
         try:
+            if killed:  # before it ever ran
+                if not await self._failed(loop, asyncio.CancelledError()):
+                    return
+                await asyncio.sleep(FIRST_BACKOFF_S)
+                loop.restarts += 1
             await self._run(loop, fn, started)
         except asyncio.CancelledError:  # stopped by its owner, or the router is stopping
             loop.state = "stopped"

@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from llmd_router.proxy.supervisor import EnvoyError
 from tests.e2e.conftest import MODEL, StartStack
 
 if TYPE_CHECKING:
@@ -285,3 +286,19 @@ async def test_model_server_errors_are_counted(start_stack: StartStack, mode):
         lambda: registry.get_sample_value("llm_d_epp_request_error_total", labels) == 1
     )
     assert inflight(stack) == 0
+
+
+async def test_envoy_supervision_is_a_loop_of_the_router_and_its_death_stops_standalone(
+    start_stack: StartStack,
+):
+    stack = await start_stack()
+    tasks = stack.app.router.tasks
+    assert tasks is not None
+    envoy = tasks.loops["envoy"]
+    assert envoy.task is not None
+    assert envoy.statistics()["state"] == "running"
+    envoy.task.cancel()  # killed from outside: Envoy is no longer watched, which must not pass
+    stop = asyncio.Event()
+    with pytest.raises(EnvoyError, match="Envoy is no longer supervised"):
+        await asyncio.wait_for(stack.app.run(stop), 5)
+    assert envoy.state == "given up"

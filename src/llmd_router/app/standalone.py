@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from llmd_router.app.router import Router
 from llmd_router.proxy.bootstrap import build_bootstrap
-from llmd_router.proxy.supervisor import EnvoyProcess
+from llmd_router.proxy.supervisor import EnvoyError, EnvoyProcess
 
 if TYPE_CHECKING:
     import asyncio
@@ -72,7 +72,12 @@ class Standalone:
         await self.envoy.run()
 
     def _envoy_given_up(self, name: str, error: BaseException) -> None:
-        self._failure = error
+        """Without a supervised Envoy there is no data plane: Standalone Mode stops."""
+        self._failure = (
+            error
+            if isinstance(error, EnvoyError)
+            else EnvoyError(f"Envoy is no longer supervised ({type(error).__name__}: {error})")
+        )
         if self._stop is not None:
             self._stop.set()
 
