@@ -12,6 +12,7 @@ rewritten. Any malformed input becomes our own ``BadRequest`` with llm-d's messa
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -112,61 +113,71 @@ def parse_request(
 ) -> InferenceRequest:
     """Parse an OpenAI request. Raises ``BadRequest`` for anything malformed."""
     kind = api_kind(path)
-    request = InferenceRequest(
-        request_id=request_id,
-        path=path,
-        kind=kind,
-        headers=headers,
-        body=body,
-        fairness_id=control_header(headers, FAIRNESS_ID) or "default-flow",
-        objective=control_header(headers, OBJECTIVE),
-    )
+    fairness_id = control_header(headers, FAIRNESS_ID) or "default-flow"
+    objective = control_header(headers, OBJECTIVE)
     if kind is ApiKind.PASSTHROUGH:
-        return request
+        return InferenceRequest(
+            request_id, path, kind, headers, body, fairness_id=fairness_id, objective=objective
+        )
     try:
         parsed = _DECODER.decode(body)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"error unmarshaling request body: {exc}") from None
-    if kind is ApiKind.CHAT_COMPLETIONS:
-        if not _valid_messages(parsed.messages):
-            raise BadRequest("invalid chat completions request: must have valid messages field")
-        request.messages = parsed.messages
-        max_tokens = _int_or_none(parsed.max_completion_tokens, "max_completion_tokens")
-        request.max_tokens = (
-            max_tokens if max_tokens is not None else _int_or_none(parsed.max_tokens, "max_tokens")
-        )
-    elif kind is ApiKind.COMPLETIONS:
-        if not _nonempty_prompt(parsed.prompt):
-            raise BadRequest("invalid completions request: must have prompt field")
-        request.prompt = parsed.prompt
-        request.max_tokens = _int_or_none(parsed.max_tokens, "max_tokens")
-    elif kind is ApiKind.EMBEDDINGS:
-        if not _nonempty_prompt(parsed.input):
-            raise BadRequest("invalid embeddings request: must have input field")
-        request.prompt = parsed.input
-    elif kind is ApiKind.RESPONSES:
-        if parsed.input is msgspec.UNSET or parsed.input is None:
-            raise BadRequest("invalid responses request: must have input field")
-        request.prompt = parsed.input
-    else:  # conversations
-        if not isinstance(parsed.items, list) or not parsed.items:
-            raise BadRequest("invalid conversations request: must have items field")
-        request.prompt = parsed.items
-    if not isinstance(parsed.model, str) or not parsed.model:
+    messages, prompt, max_tokens = _payload(kind, parsed)
+    model = parsed.model
+    if not isinstance(model, str) or not model:
         raise BadRequest("model not found in request body")
-    request.model = parsed.model
-    request.stream = parsed.stream is True
+    request = InferenceRequest(
+        request_id,
+        path,
+        kind,
+        headers,
+        body,
+        model=model,
+        target_model=model,
+        stream=parsed.stream is True,
+        max_tokens=max_tokens,
+        messages=messages,
+        prompt=prompt,
+        fairness_id=fairness_id,
+        objective=objective,
+    )
     rewrite = control_header(headers, MODEL_REWRITE)
-    request.target_model = rewrite or parsed.model
-    if request.target_model != request.model:
-        rewrite_model(request, request.target_model)
+    if rewrite and rewrite != model:
+        return rewrite_model(request, rewrite)
     return request
 
 
-def rewrite_model(request: InferenceRequest, model: str) -> None:
-    """Point the body at ``model``: the only change the router makes to a body."""
+def _payload(kind: ApiKind, parsed: _Body) -> tuple[list[Any] | None, Any, int | None]:
+    """What the prompt is, by API: (messages, prompt, max_tokens). Raises BadRequest."""
+    if kind is ApiKind.CHAT_COMPLETIONS:
+        if not _valid_messages(parsed.messages):
+            raise BadRequest("invalid chat completions request: must have valid messages field")
+        max_tokens = _int_or_none(parsed.max_completion_tokens, "max_completion_tokens")
+        if max_tokens is None:
+            max_tokens = _int_or_none(parsed.max_tokens, "max_tokens")
+        return parsed.messages, None, max_tokens
+    if kind is ApiKind.COMPLETIONS:
+        if not _nonempty_prompt(parsed.prompt):
+            raise BadRequest("invalid completions request: must have prompt field")
+        return None, parsed.prompt, _int_or_none(parsed.max_tokens, "max_tokens")
+    if kind is ApiKind.EMBEDDINGS:
+        if not _nonempty_prompt(parsed.input):
+            raise BadRequest("invalid embeddings request: must have input field")
+        return None, parsed.input, None
+    if kind is ApiKind.RESPONSES:
+        if parsed.input is msgspec.UNSET or parsed.input is None:
+            raise BadRequest("invalid responses request: must have input field")
+        return None, parsed.input, None
+    if not isinstance(parsed.items, list) or not parsed.items:  # conversations
+        raise BadRequest("invalid conversations request: must have items field")
+    return None, parsed.items, None
+
+
+def rewrite_model(request: InferenceRequest, model: str) -> InferenceRequest:
+    """The request pointed at ``model``: the only change the router makes to a body."""
     document = _ANY.decode(request.body)
     document["model"] = model
-    request.body = _ENCODER.encode(document)
-    request.body_mutated = True
-    request.target_model = model
+    return dataclasses.replace(
+        request, body=_ENCODER.encode(document), body_mutated=True, target_model=model
+    )

@@ -22,10 +22,11 @@ class ApiKind(enum.Enum):
     NO_BODY = "no-body"  # e.g. GET /v1/models
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class InferenceRequest:
-    """A parsed request. ``body`` is what goes upstream: the original bytes unless a rewrite
-    changed them (``body_mutated``)."""
+    """A parsed request, frozen: plugins read it, and what they decide goes in the cycle's
+    outputs. ``body`` is what goes upstream: the original bytes unless a rewrite changed them
+    (``body_mutated``; the router makes a new request then)."""
 
     request_id: str
     path: str

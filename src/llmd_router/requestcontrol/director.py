@@ -32,6 +32,7 @@ mixes two configurations in one decision.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -173,7 +174,7 @@ class Director:
                 request = parser.parse(path, headers, body, request_id)
             finally:
                 pipeline.parse_observers[parser.name](perf_counter() - started)
-            self._apply_resources(request)
+            request = self._apply_resources(request)
             model = self.metrics.models(request.model, request.target_model)
             started = self._clock()
             result, candidates = self._schedule(pipeline, cycle, request, metadata)
@@ -221,10 +222,10 @@ class Director:
             response_model=_response_model(request),
         )
         if pipeline.response_complete:
-            record.request, record.result, record.pipeline = request, result, pipeline
             # The hooks get the request without its payload: the body (possibly megabytes)
             # is not held for the length of the response.
-            request.body, request.messages, request.prompt = b"", None, None
+            record.request = dataclasses.replace(request, body=b"", messages=None, prompt=None)
+            record.result, record.pipeline = result, pipeline
         return decision, record
 
     def _log_decision(
@@ -269,18 +270,22 @@ class Director:
             self._pending[exchange_id] = record
         return record
 
-    def _apply_resources(self, request: InferenceRequest) -> None:
-        """The model rewrite that applies to the request's model (it overrides the rewrite
-        header), then the priority of the objective it names (0 for a name no objective has;
-        without a name, the priority stays what the parser set)."""
-        if request.model and request.kind is not ApiKind.PASSTHROUGH:
-            choice = self.resources.rewrite(request.model, self._rng)
+    def _apply_resources(self, request: InferenceRequest) -> InferenceRequest:
+        """The request after the model rewrite that applies to its model (it overrides the
+        rewrite header), with the priority of the objective it names (0 for a name no
+        objective has; without a name, the priority stays what the parser set)."""
+        model = request.model
+        if model and request.kind is not ApiKind.PASSTHROUGH:
+            choice = self.resources.rewrite(model, self._rng)
             if choice is not None:
                 if choice.target != request.target_model:
-                    rewrite_model(request, choice.target)
-                self.metrics.model_rewritten(choice.resource, request.model, choice.target)
+                    request = rewrite_model(request, choice.target)
+                self.metrics.model_rewritten(choice.resource, model, choice.target)
         if request.objective:
-            request.priority = self.resources.priority(request.objective)
+            priority = self.resources.priority(request.objective)
+            if priority != request.priority:
+                request = dataclasses.replace(request, priority=priority)
+        return request
 
     def _schedule(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections import Counter
@@ -355,9 +356,7 @@ class SheddableParser:
         self.name = name
 
     def parse(self, path, headers, body, request_id):
-        request = parse_request(path, headers, body, request_id)
-        request.priority = -1
-        return request
+        return dataclasses.replace(parse_request(path, headers, body, request_id), priority=-1)
 
 
 class Refuser:

@@ -6,6 +6,7 @@ comments), not by calling a copy of the formula.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import msgspec
@@ -342,8 +343,7 @@ def test_lora_affinity_uses_the_target_model() -> None:
         endpoint(0, active_models=frozenset({"base"})),
         endpoint(1, active_models=frozenset({"x"})),
     ]
-    req = request(target_model="x")
-    req.model = "base"  # rewritten: the target is what runs
+    req = dataclasses.replace(request(target_model="x"), model="base")  # rewritten: the target runs
     assert score(make(LoraAffinityScorer), eps, req) == [0.0, 1.0]
 
 

@@ -59,15 +59,15 @@ ENC2 = Endpoint("enc2", "fd00::7", 8003)
 
 def chat(messages: list) -> InferenceRequest:
     body = json.dumps({"model": "m", "messages": messages}).encode()
-    request = InferenceRequest("r1", "/v1/chat/completions", ApiKind.CHAT_COMPLETIONS, {}, body)
-    request.messages = messages
-    return request
+    return InferenceRequest(
+        "r1", "/v1/chat/completions", ApiKind.CHAT_COMPLETIONS, {}, body, messages=messages
+    )
 
 
 def completion(prompt: object, headers: dict[str, str] | None = None) -> InferenceRequest:
-    request = InferenceRequest("r1", "/v1/completions", ApiKind.COMPLETIONS, headers or {}, b"")
-    request.prompt = prompt
-    return request
+    return InferenceRequest(
+        "r1", "/v1/completions", ApiKind.COMPLETIONS, headers or {}, b"", prompt=prompt
+    )
 
 
 @dataclass(frozen=True)
@@ -478,11 +478,11 @@ def test_prompt_token_estimate(request_, tokens):
 
 
 def test_prompt_token_estimate_other_apis():
-    responses = InferenceRequest("r", "/v1/responses", ApiKind.RESPONSES, {}, b"")
-    responses.prompt = "hi"
+    responses = InferenceRequest("r", "/v1/responses", ApiKind.RESPONSES, {}, b"", prompt="hi")
     assert prompt_tokens(responses) == 4  # [{"input":"hi"}] is 16 bytes
-    embeddings = InferenceRequest("r", "/v1/embeddings", ApiKind.EMBEDDINGS, {}, b"")
-    embeddings.prompt = ["ab", "cd"]
+    embeddings = InferenceRequest(
+        "r", "/v1/embeddings", ApiKind.EMBEDDINGS, {}, b"", prompt=["ab", "cd"]
+    )
     assert prompt_tokens(embeddings) == 3  # ["ab","cd"] is 11 bytes
     passthrough = InferenceRequest("r", "/x", ApiKind.PASSTHROUGH, {}, b"{}")
     assert prompt_tokens(passthrough) == 0
