@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import pytest
 
+from llmd_router import testing
 from llmd_router.config import API_VERSION, load_config
 from llmd_router.datalayer import Endpoint, EndpointMetrics, EndpointStore
 from llmd_router.errors import BadRequest, Internal, ResourceExhausted, ServiceUnavailable
@@ -26,7 +27,7 @@ HEADERS = {":path": "/v1/chat/completions", "x-request-id": "r1"}
 
 
 def endpoints(n: int = 3) -> list[Endpoint]:
-    return [Endpoint(f"e{i}", f"10.0.0.{i + 1}", 8000) for i in range(n)]
+    return [testing.endpoint(i + 1, name=f"e{i}") for i in range(n)]
 
 
 HEAD = f"apiVersion: {API_VERSION}\nkind: EndpointPickerConfig\n"

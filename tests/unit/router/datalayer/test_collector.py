@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from llmd_router import testing
 from llmd_router.datalayer import Endpoint, EndpointStore, Signals
 from llmd_router.datalayer.collector import Collector, SourceBinding
 from llmd_router.testing import task_owner
@@ -80,7 +81,7 @@ class Pool:
         self.store = store
 
     def add(self, name: str, port: int = 8000) -> None:
-        self.store.upsert(Endpoint(name=name, address="10.0.0.1", port=port))
+        self.store.upsert(testing.endpoint(name=name, address="10.0.0.1", port=port))
 
     def __getitem__(self, name: str) -> Endpoint:
         """The endpoint's current snapshot."""

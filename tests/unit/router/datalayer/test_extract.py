@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from llmd_router import testing
 from llmd_router.config import ConfigError
 from llmd_router.datalayer.endpoints import Endpoint, EndpointMetrics
 from llmd_router.datalayer.metrics.engines import (
@@ -468,7 +469,7 @@ def test_each_page_read_with_another_engines_table_is_not_mistaken_for_it():
 
 
 def endpoint(**labels: str) -> Endpoint:
-    return Endpoint(name="e", address="10.0.0.1", port=8000, labels=labels)
+    return testing.endpoint(1, name="e", labels=labels)
 
 
 def test_the_plugin_updates_the_endpoint_with_its_engines_table():

@@ -7,12 +7,13 @@ import dataclasses
 
 import pytest
 
+from llmd_router import testing
 from llmd_router.datalayer import Endpoint, EndpointMetrics, EndpointStore
 from llmd_router.datalayer.inflight import InFlightCharge
 
 
 def ep(name: str, address: str = "10.0.0.1", port: int = 8000, **labels: str) -> Endpoint:
-    return Endpoint(name=name, address=address, port=port, labels=labels)
+    return testing.endpoint(name=name, address=address, port=port, labels=labels)
 
 
 def reported(store: EndpointStore, name: str, at: float) -> None:

@@ -4,11 +4,12 @@ pre-request hooks keep, and the parameters they refuse."""
 from __future__ import annotations
 
 import base64
+from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
 
-from llmd_router.datalayer.endpoints import Endpoint
+from llmd_router import testing
 from llmd_router.framework import (
     PREFIX_MATCH,
     Category,
@@ -25,11 +26,15 @@ from llmd_router.plugins.scorers.session_affinity_scorer import (
     decode_token,
     encode_token,
 )
+from llmd_router.testing import FakeClock
 
-A = Endpoint("a", "10.0.0.1", 8000, namespace="ns")
-B = Endpoint("b", "10.0.0.2", 8000, namespace="ns")
-C = Endpoint("c", "10.0.0.3", 8000, namespace="ns")
-D = Endpoint("d", "10.0.0.4", 8000, namespace="other")
+if TYPE_CHECKING:
+    from llmd_router.datalayer.endpoints import Endpoint
+
+A = testing.endpoint(1, name="a", namespace="ns")
+B = testing.endpoint(2, name="b", namespace="ns")
+C = testing.endpoint(3, name="c", namespace="ns")
+D = testing.endpoint(4, name="d", namespace="other")
 
 
 def request(headers: dict[str, str] | None = None) -> InferenceRequest:
@@ -50,12 +55,7 @@ def b64(text: str) -> str:
 # ---------------------------------------------------------------------------- session affinity
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+Clock = FakeClock  # starts at 1000.0
 
 
 def session_scorer(raw: dict | None = None, clock: Clock | None = None) -> SessionAffinityScorer:

@@ -7,12 +7,12 @@ comments), not by calling a copy of the formula.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
 
-from llmd_router.datalayer.endpoints import Endpoint, EndpointMetrics
+from llmd_router import testing
 from llmd_router.framework import (
     INFLIGHT_LOAD,
     Category,
@@ -39,6 +39,9 @@ from llmd_router.plugins.scorers.running_requests_size_scorer import (
     RunningRequestsSizeScorer,
 )
 from llmd_router.plugins.scorers.token_load_scorer import TokenLoadScorer
+
+if TYPE_CHECKING:
+    from llmd_router.datalayer.endpoints import Endpoint
 
 SCORERS = [
     QueueScorer,
@@ -73,9 +76,7 @@ def request(
 
 
 def endpoint(i: int, labels: dict[str, str] | None = None, **metrics: Any) -> Endpoint:
-    return Endpoint(
-        f"pod-{i}", f"10.0.0.{i}", 8000, labels=labels or {}, metrics=EndpointMetrics(**metrics)
-    )
+    return testing.endpoint(i, name=f"pod-{i}", labels=labels, reported_at=0.0, **metrics)
 
 
 def make(cls: Any, **params: Any) -> Any:

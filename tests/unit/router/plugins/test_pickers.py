@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
 
-from llmd_router.datalayer.endpoints import Endpoint
+from llmd_router import testing
 from llmd_router.framework import CycleState, Picker
 from llmd_router.parsing.request import ApiKind, InferenceRequest
 from llmd_router.plugins.pickers.max_score_picker import MaxScorePicker
 from llmd_router.plugins.pickers.random_picker import RandomPicker
 from llmd_router.plugins.pickers.weighted_random_picker import WeightedRandomPicker
 
+if TYPE_CHECKING:
+    from llmd_router.datalayer.endpoints import Endpoint
+
 PICKERS = [MaxScorePicker, RandomPicker, WeightedRandomPicker]
 REQUEST = InferenceRequest("r1", "/v1/completions", ApiKind.COMPLETIONS, {}, b"{}")
 
 
 def endpoints(n: int) -> list[Endpoint]:
-    return [Endpoint(f"pod-{i}", f"10.0.0.{i}", 8000) for i in range(n)]
+    return [testing.endpoint(i, name=f"pod-{i}") for i in range(n)]
 
 
 def make(cls: Any, seed: int = 7, **params: Any) -> Any:
