@@ -9,6 +9,7 @@ by the application (no module-level state), so tests can build as many as they n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -96,6 +97,209 @@ class _Pair(Generic[_M]):
         self.old: _M = old
 
 
+@dataclass(frozen=True, slots=True)
+class _Metric:
+    """One row of the table: the attribute it is kept in, its kind, its help, and its names
+    with their labels (the canonical name first; a second, legacy name makes it a pair)."""
+
+    attr: str
+    kind: type[Counter] | type[Gauge] | type[Histogram]
+    help: str
+    names: tuple[tuple[str, tuple[str, ...]], ...]
+    buckets: tuple[float, ...] = ()
+
+
+def _pair(
+    attr: str,
+    kind: type[Counter] | type[Gauge] | type[Histogram],
+    help_text: str,
+    new: str,
+    old: str,
+    labels: tuple[str, ...],
+    buckets: tuple[float, ...] = (),
+) -> _Metric:
+    return _Metric(attr, kind, help_text, ((new, labels), (old, labels)), buckets)
+
+
+_ENDPOINT: Final = ("status", "target_model_name", "endpoint_name", "namespace", "port")
+_PLUGIN: Final = ("extension_point", "plugin_type", "plugin_name")
+_REWRITE: Final = ("model_rewrite_name", "model_name", "target_model")
+
+_METRICS: Final = (
+    _Metric(
+        "requests",
+        Counter,
+        "Requests routed.",
+        (
+            ("llm_d_epp_request", (*_MODEL, "fairness_id", "priority")),
+            ("inference_objective_request", (*_MODEL, "priority")),
+        ),
+    ),
+    _Metric(
+        "errors",
+        Counter,
+        "Requests that failed, by error code.",
+        (
+            ("llm_d_epp_request_error", (*_MODEL, "error_code", "fairness_id", "priority")),
+            ("inference_objective_request_error", (*_MODEL, "error_code")),
+        ),
+    ),
+    _pair(
+        "duration",
+        Histogram,
+        "Time from request received to response complete.",
+        "llm_d_epp_request_duration_seconds",
+        "inference_objective_request_duration_seconds",
+        _MODEL,
+        _LATENCY,
+    ),
+    _pair(
+        "request_size",
+        Histogram,
+        "Request body size.",
+        "llm_d_epp_request_size_bytes",
+        "inference_objective_request_sizes",
+        _MODEL,
+        _REQUEST_BYTES,
+    ),
+    _pair(
+        "response_size",
+        Histogram,
+        "Response body size.",
+        "llm_d_epp_response_size_bytes",
+        "inference_objective_response_sizes",
+        _MODEL,
+        _RESPONSE_BYTES,
+    ),
+    _pair(
+        "input_tokens",
+        Histogram,
+        "Prompt tokens per request.",
+        "llm_d_epp_request_input_tokens",
+        "inference_objective_input_tokens",
+        _MODEL,
+        _TOKENS,
+    ),
+    _pair(
+        "output_tokens",
+        Histogram,
+        "Output tokens per request.",
+        "llm_d_epp_request_output_tokens",
+        "inference_objective_output_tokens",
+        _MODEL,
+        _TOKENS,
+    ),
+    _pair(
+        "cached_tokens",
+        Histogram,
+        "Cached prompt tokens per request.",
+        "llm_d_epp_request_cached_tokens",
+        "inference_objective_prompt_cached_tokens",
+        _MODEL,
+        _TOKENS,
+    ),
+    _pair(
+        "running",
+        Gauge,
+        "Requests in flight.",
+        "llm_d_epp_request_running",
+        "inference_objective_running_requests",
+        ("model_name",),
+    ),
+    _pair(
+        "scheduling",
+        Histogram,
+        "Time to choose an endpoint.",
+        "llm_d_epp_scheduler_e2e_duration_seconds",
+        "inference_extension_scheduler_e2e_duration_seconds",
+        (),
+        _SCHEDULING,
+    ),
+    _Metric(
+        "attempts",
+        Counter,
+        "Scheduling attempts.",
+        (
+            ("llm_d_epp_scheduler_attempts", _ENDPOINT),
+            (
+                "inference_extension_scheduler_attempts",
+                ("status", "target_model_name", "pod_name", "namespace", "port"),
+            ),
+        ),
+    ),
+    _pair(
+        "plugin_duration",
+        Histogram,
+        "Time spent in one plugin call.",
+        "llm_d_epp_plugin_duration_seconds",
+        "inference_extension_plugin_duration_seconds",
+        _PLUGIN,
+        _SCHEDULING,
+    ),
+    _pair(
+        "poll_errors",
+        Counter,
+        "Failed polls of an endpoint's data source.",
+        "llm_d_epp_datalayer_poll_errors",
+        "llm_d_inference_scheduler_datalayer_poll_errors",
+        ("source_type",),
+    ),
+    _pair(
+        "extract_errors",
+        Counter,
+        "Extractions that could not read every signal they map.",
+        "llm_d_epp_datalayer_extract_errors",
+        "llm_d_inference_scheduler_datalayer_extract_errors",
+        ("source_type", "extractor_type"),
+    ),
+    _pair(
+        "model_rewrites",
+        Counter,
+        "Requests whose model an InferenceModelRewrite rule replaced.",
+        "llm_d_epp_model_rewrite_decisions",
+        "inference_extension_model_rewrite_decisions",
+        _REWRITE,
+    ),
+    _Metric(
+        "signal_age",
+        Histogram,
+        "Age of the chosen endpoint's model-server signals when it was chosen.",
+        (("llmd_router_signal_age_seconds", ()),),
+        _SIGNAL_AGE,
+    ),
+    _Metric(
+        "config_reloads",
+        Counter,
+        "Configuration reloads, by result (success or error).",
+        (("llmd_router_config_reloads", ("result",)),),
+    ),
+    _pair(
+        "ready",
+        Gauge,
+        _READY_HELP,
+        "llm_d_epp_ready_endpoints",
+        "inference_pool_ready_pods",
+        ("name",),
+    ),
+    _pair(
+        "info",
+        Gauge,
+        "Build information.",
+        "llm_d_epp_info",
+        "inference_extension_info",
+        ("commit", "build_ref"),
+    ),
+)
+
+
+def _build(row: _Metric, registry: CollectorRegistry) -> Any:
+    made = []
+    for name, labels in row.names:
+        extra: dict[str, Any] = {"buckets": row.buckets} if row.buckets else {}
+        made.append(row.kind(name, f"[ALPHA] {row.help}", labels, registry=registry, **extra))
+    return made[0] if len(made) == 1 else _Pair(made[0], made[1])
+
+
 class _Series:
     """The children of every per-model metric for one (model, target) pair, both names."""
 
@@ -123,6 +327,28 @@ class _Series:
 
 
 class RouterMetrics:
+    """Every collector of the router, built from the table above into one registry."""
+
+    requests: _Pair[Counter]
+    errors: _Pair[Counter]
+    duration: _Pair[Histogram]
+    request_size: _Pair[Histogram]
+    response_size: _Pair[Histogram]
+    input_tokens: _Pair[Histogram]
+    output_tokens: _Pair[Histogram]
+    cached_tokens: _Pair[Histogram]
+    running: _Pair[Gauge]
+    scheduling: _Pair[Histogram]
+    attempts: _Pair[Counter]
+    plugin_duration: _Pair[Histogram]
+    poll_errors: _Pair[Counter]
+    extract_errors: _Pair[Counter]
+    model_rewrites: _Pair[Counter]
+    signal_age: Histogram
+    config_reloads: Counter
+    ready: _Pair[Gauge]
+    info: _Pair[Gauge]
+
     def __init__(self, pool_name: str = "", registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.pool_name = pool_name
@@ -131,190 +357,10 @@ class RouterMetrics:
         self._by_model: dict[tuple[str, str], _Series] = {}
         self._by_request: dict[tuple[str, str, str, int], list[Any]] = {}
         self._by_endpoint: dict[tuple[str, str, str, int], list[Any]] = {}
-        r = self.registry
-
-        def counter(name: str, help_text: str, labels: tuple[str, ...]) -> Counter:
-            return Counter(name, f"[ALPHA] {help_text}", labels, registry=r)
-
-        def histogram(
-            name: str, help_text: str, labels: tuple[str, ...], buckets: tuple[float, ...]
-        ) -> Histogram:
-            return Histogram(name, f"[ALPHA] {help_text}", labels, buckets=buckets, registry=r)
-
-        def gauge(name: str, help_text: str, labels: tuple[str, ...]) -> Gauge:
-            return Gauge(name, f"[ALPHA] {help_text}", labels, registry=r)
-
-        self.requests = counter(
-            "llm_d_epp_request", "Requests routed.", (*_MODEL, "fairness_id", "priority")
-        )
-        self.requests_old = counter(
-            "inference_objective_request", "Requests routed.", (*_MODEL, "priority")
-        )
-        self.errors = counter(
-            "llm_d_epp_request_error",
-            "Requests that failed, by error code.",
-            (*_MODEL, "error_code", "fairness_id", "priority"),
-        )
-        self.errors_old = counter(
-            "inference_objective_request_error",
-            "Requests that failed, by error code.",
-            (*_MODEL, "error_code"),
-        )
-        self.duration = _Pair(
-            histogram(
-                "llm_d_epp_request_duration_seconds",
-                "Time from request received to response complete.",
-                _MODEL,
-                _LATENCY,
-            ),
-            histogram(
-                "inference_objective_request_duration_seconds",
-                "Time from request received to response complete.",
-                _MODEL,
-                _LATENCY,
-            ),
-        )
-        self.request_size = _Pair(
-            histogram("llm_d_epp_request_size_bytes", "Request body size.", _MODEL, _REQUEST_BYTES),
-            histogram(
-                "inference_objective_request_sizes", "Request body size.", _MODEL, _REQUEST_BYTES
-            ),
-        )
-        self.response_size = _Pair(
-            histogram(
-                "llm_d_epp_response_size_bytes", "Response body size.", _MODEL, _RESPONSE_BYTES
-            ),
-            histogram(
-                "inference_objective_response_sizes", "Response body size.", _MODEL, _RESPONSE_BYTES
-            ),
-        )
-        self.input_tokens = _Pair(
-            histogram(
-                "llm_d_epp_request_input_tokens", "Prompt tokens per request.", _MODEL, _TOKENS
-            ),
-            histogram(
-                "inference_objective_input_tokens", "Prompt tokens per request.", _MODEL, _TOKENS
-            ),
-        )
-        self.output_tokens = _Pair(
-            histogram(
-                "llm_d_epp_request_output_tokens", "Output tokens per request.", _MODEL, _TOKENS
-            ),
-            histogram(
-                "inference_objective_output_tokens", "Output tokens per request.", _MODEL, _TOKENS
-            ),
-        )
-        self.cached_tokens = _Pair(
-            histogram(
-                "llm_d_epp_request_cached_tokens",
-                "Cached prompt tokens per request.",
-                _MODEL,
-                _TOKENS,
-            ),
-            histogram(
-                "inference_objective_prompt_cached_tokens",
-                "Cached prompt tokens per request.",
-                _MODEL,
-                _TOKENS,
-            ),
-        )
-        self.running = _Pair(
-            gauge("llm_d_epp_request_running", "Requests in flight.", ("model_name",)),
-            gauge("inference_objective_running_requests", "Requests in flight.", ("model_name",)),
-        )
-        self.scheduling = _Pair(
-            histogram(
-                "llm_d_epp_scheduler_e2e_duration_seconds",
-                "Time to choose an endpoint.",
-                (),
-                _SCHEDULING,
-            ),
-            histogram(
-                "inference_extension_scheduler_e2e_duration_seconds",
-                "Time to choose an endpoint.",
-                (),
-                _SCHEDULING,
-            ),
-        )
-        self.attempts = counter(
-            "llm_d_epp_scheduler_attempts",
-            "Scheduling attempts.",
-            ("status", "target_model_name", "endpoint_name", "namespace", "port"),
-        )
-        self.attempts_old = counter(
-            "inference_extension_scheduler_attempts",
-            "Scheduling attempts.",
-            ("status", "target_model_name", "pod_name", "namespace", "port"),
-        )
-        self.plugin_duration = _Pair(
-            histogram(
-                "llm_d_epp_plugin_duration_seconds",
-                "Time spent in one plugin call.",
-                ("extension_point", "plugin_type", "plugin_name"),
-                _SCHEDULING,
-            ),
-            histogram(
-                "inference_extension_plugin_duration_seconds",
-                "Time spent in one plugin call.",
-                ("extension_point", "plugin_type", "plugin_name"),
-                _SCHEDULING,
-            ),
-        )
-        self.poll_errors = _Pair(
-            counter(
-                "llm_d_epp_datalayer_poll_errors",
-                "Failed polls of an endpoint's data source.",
-                ("source_type",),
-            ),
-            counter(
-                "llm_d_inference_scheduler_datalayer_poll_errors",
-                "Failed polls of an endpoint's data source.",
-                ("source_type",),
-            ),
-        )
-        self.extract_errors = _Pair(
-            counter(
-                "llm_d_epp_datalayer_extract_errors",
-                "Extractions that could not read every signal they map.",
-                ("source_type", "extractor_type"),
-            ),
-            counter(
-                "llm_d_inference_scheduler_datalayer_extract_errors",
-                "Extractions that could not read every signal they map.",
-                ("source_type", "extractor_type"),
-            ),
-        )
-        self.model_rewrites = _Pair(
-            counter(
-                "llm_d_epp_model_rewrite_decisions",
-                "Requests whose model an InferenceModelRewrite rule replaced.",
-                ("model_rewrite_name", "model_name", "target_model"),
-            ),
-            counter(
-                "inference_extension_model_rewrite_decisions",
-                "Requests whose model an InferenceModelRewrite rule replaced.",
-                ("model_rewrite_name", "model_name", "target_model"),
-            ),
-        )
-        self.signal_age = histogram(
-            "llmd_router_signal_age_seconds",
-            "Age of the chosen endpoint's model-server signals when it was chosen.",
-            (),
-            _SIGNAL_AGE,
-        )
-        self.config_reloads = counter(
-            "llmd_router_config_reloads",
-            "Configuration reloads, by result (success or error).",
-            ("result",),
-        )
-        self.ready = _Pair(
-            gauge("llm_d_epp_ready_endpoints", _READY_HELP, ("name",)),
-            gauge("inference_pool_ready_pods", _READY_HELP, ("name",)),
-        )
-        info = gauge("llm_d_epp_info", "Build information.", ("commit", "build_ref"))
-        info.labels("", "llmd-router").set(1)
-        info_old = gauge("inference_extension_info", "Build information.", ("commit", "build_ref"))
-        info_old.labels("", "llmd-router").set(1)
+        for row in _METRICS:
+            setattr(self, row.attr, _build(row, self.registry))
+        self.info.new.labels("", "llmd-router").set(1)
+        self.info.old.labels("", "llmd-router").set(1)
 
     # ------------------------------------------------------------------ recording
     # Children of labelled metrics are looked up once per label combination and kept: a
@@ -335,8 +381,8 @@ class RouterMetrics:
         if children is None:
             fairness, p = self._fairness(fairness_id), str(priority)
             children = [
-                self.requests.labels(*model, fairness, p),
-                self.requests_old.labels(*model, p),
+                self.requests.new.labels(*model, fairness, p),
+                self.requests.old.labels(*model, p),
             ]
             self._by_request[key] = children
         return children
@@ -367,21 +413,22 @@ class RouterMetrics:
         if attempts is None:
             labels = ("success", model[1], endpoint_name, namespace, str(port))
             attempts = self._by_endpoint[key] = [
-                self.attempts.labels(*labels),
-                self.attempts_old.labels(*labels),
+                self.attempts.new.labels(*labels),
+                self.attempts.old.labels(*labels),
             ]
         for child in attempts:
             child.inc()
 
     def scheduling_failed(self, target: str) -> None:
-        self.attempts.labels("failure", target, "", "", "").inc()
-        self.attempts_old.labels("failure", target, "", "", "").inc()
+        self.attempts.new.labels("failure", target, "", "", "").inc()
+        self.attempts.old.labels("failure", target, "", "", "").inc()
 
     def failed(
         self, model: tuple[str, str], error_code: str, fairness_id: str, priority: int
     ) -> None:
-        self.errors.labels(*model, error_code, self._fairness(fairness_id), str(priority)).inc()
-        self.errors_old.labels(*model, error_code).inc()
+        fairness = self._fairness(fairness_id)
+        self.errors.new.labels(*model, error_code, fairness, str(priority)).inc()
+        self.errors.old.labels(*model, error_code).inc()
 
     def finished(
         self,

@@ -145,14 +145,8 @@ def build_pipeline(
 ) -> Pipeline:
     """Build and check everything ``loaded`` describes. Raises ConfigError. ``inflight`` is
     the count of work in flight that plugins may read (a fresh, empty one when not given)."""
+    _check_gates(loaded)
     config = loaded.config
-    if loaded.gates.get("flowControl"):
-        raise ConfigError(
-            "featureGates: flowControl: flow control is not available in this version; "
-            "remove the gate (requests are admitted by the saturation detector meanwhile)"
-        )
-    if config.flow_control is not None:
-        _log.warning("flowControl is ignored: the flowControl feature gate is off")
     b = PluginSet(loaded, registry, allow_experimental=allow_experimental, previous=previous)
     for spec in config.plugins:
         b.add(spec.type, spec.name, spec.parameters, injected=False)
@@ -195,6 +189,16 @@ def build_pipeline(
         sources=sources,
         discovery=discovery,
     )
+
+
+def _check_gates(loaded: LoadedConfig) -> None:
+    if loaded.gates.get("flowControl"):
+        raise ConfigError(
+            "featureGates: flowControl: flow control is not available in this version; "
+            "remove the gate (requests are admitted by the saturation detector meanwhile)"
+        )
+    if loaded.config.flow_control is not None:
+        _log.warning("flowControl is ignored: the flowControl feature gate is off")
 
 
 def _wire(

@@ -253,23 +253,50 @@ def _epp_cluster(config: ProxyConfig) -> dict[str, Any]:
 
 def build_bootstrap(config: ProxyConfig) -> dict[str, Any]:
     """The bootstrap document (serialise it as YAML or JSON for ``envoy -c``)."""
+    return {
+        "admin": {"address": _address(config.admin_host, config.admin_port)},
+        "overload_manager": _overload_manager(config),
+        "static_resources": {
+            "listeners": [_listener(config)],
+            "clusters": _clusters(config),
+        },
+    }
+
+
+def _overload_manager(config: ProxyConfig) -> dict[str, Any]:
+    return {
+        "resource_monitors": [
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": _CONNECTIONS,
+                    "max_active_downstream_connections": config.max_connections,
+                },
+            }
+        ]
+    }
+
+
+def _listener(config: ProxyConfig) -> dict[str, Any]:
+    hcm = {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": _http_connection_manager(config),
+    }
+    return {
+        "name": "inference",
+        "address": _address(config.listen_host, config.listen_port),
+        "per_connection_buffer_limit_bytes": config.max_request_bytes,
+        "filter_chains": [{"filters": [hcm]}],
+    }
+
+
+def _http_connection_manager(config: ProxyConfig) -> dict[str, Any]:
     hcm = {
         "@type": _HCM,
         "stat_prefix": "inference",
         "codec_type": "AUTO",
         "stream_idle_timeout": f"{config.idle_timeout_s:g}s",
-        "early_header_mutation_extensions": [
-            {
-                "name": "envoy.http.early_header_mutation.header_mutation",
-                "typed_config": {
-                    "@type": _EARLY_MUTATION,
-                    "mutations": [
-                        {"remove_on_match": {"key_matcher": {"prefix": name, "ignore_case": True}}}
-                        for name in (DESTINATION, EXCHANGE_ID)
-                    ],
-                },
-            }
-        ],
+        "early_header_mutation_extensions": [_strip_routing_headers()],
         "route_config": {
             "name": "inference",
             "virtual_hosts": [{"name": "inference", "domains": ["*"], "routes": _routes(config)}],
@@ -281,6 +308,25 @@ def build_bootstrap(config: ProxyConfig) -> dict[str, Any]:
     }
     if config.mode == "buffered":
         hcm["access_log"] = [_access_log(config)]
+    return hcm
+
+
+def _strip_routing_headers() -> dict[str, Any]:
+    """A client's own destination or exchange-id headers are removed before anything reads
+    them, in both failure modes."""
+    return {
+        "name": "envoy.http.early_header_mutation.header_mutation",
+        "typed_config": {
+            "@type": _EARLY_MUTATION,
+            "mutations": [
+                {"remove_on_match": {"key_matcher": {"prefix": name, "ignore_case": True}}}
+                for name in (DESTINATION, EXCHANGE_ID)
+            ],
+        },
+    }
+
+
+def _clusters(config: ProxyConfig) -> list[dict[str, Any]]:
     clusters = [
         _epp_cluster(config),
         {
@@ -303,37 +349,4 @@ def build_bootstrap(config: ProxyConfig) -> dict[str, Any]:
                 "load_assignment": _endpoints("pool", config.pool),
             }
         )
-    return {
-        "admin": {"address": _address(config.admin_host, config.admin_port)},
-        "overload_manager": {
-            "resource_monitors": [
-                {
-                    "name": "envoy.resource_monitors.global_downstream_max_connections",
-                    "typed_config": {
-                        "@type": _CONNECTIONS,
-                        "max_active_downstream_connections": config.max_connections,
-                    },
-                }
-            ]
-        },
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "inference",
-                    "address": _address(config.listen_host, config.listen_port),
-                    "per_connection_buffer_limit_bytes": config.max_request_bytes,
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": hcm,
-                                }
-                            ]
-                        }
-                    ],
-                }
-            ],
-            "clusters": clusters,
-        },
-    }
+    return clusters

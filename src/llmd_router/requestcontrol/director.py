@@ -97,6 +97,17 @@ class RequestRecord:
     pipeline: Pipeline | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Scheduled:
+    """A request the scheduler found endpoints for, with what the accounting needs."""
+
+    request: InferenceRequest
+    model: tuple[str, str]  # the metrics' (model, target model) labels
+    result: SchedulingResult
+    candidates: int
+    seconds: float  # scheduling time
+
+
 def subset_hint(metadata: Metadata) -> list[str] | None:
     """The proxy's candidate subset: a list (or comma-separated string) of ``ip[:port]``;
     None when the proxy gave none."""
@@ -159,26 +170,32 @@ class Director:
         if not request_id:
             request_id = str(uuid.uuid4())
             extra.append((REQUEST_ID, request_id))
-        path = request_path(headers)
         if not has_body:
             return self._route_anywhere(request_id, received_at, extra)
-        pipeline = self.pipeline
+        pipeline = self.pipeline  # read once: a reload never mixes two configurations
+        cycle = CycleState()
+        scheduled = self._parse_and_schedule(pipeline, cycle, headers, body, metadata, request_id)
+        return self._account(pipeline, cycle, scheduled, headers, received_at, extra)
+
+    def _parse_and_schedule(
+        self,
+        pipeline: Pipeline,
+        cycle: CycleState,
+        headers: Mapping[str, str],
+        body: bytes,
+        metadata: Metadata,
+        request_id: str,
+    ) -> _Scheduled:
+        """Parse, then schedule; a refusal is counted and logged before it is raised."""
         request: InferenceRequest | None = None
         model = ("", "")
-        cycle = CycleState()
         candidates = 0
         try:
-            parser = pipeline.parsers.resolve(path)
-            started = perf_counter()
-            try:
-                request = parser.parse(path, headers, body, request_id)
-            finally:
-                pipeline.parse_observers[parser.name](perf_counter() - started)
-            request = self._apply_resources(request)
+            request = self._parse(pipeline, headers, body, request_id)
             model = self.metrics.models(request.model, request.target_model)
             started = self._clock()
             result, candidates = self._schedule(pipeline, cycle, request, metadata)
-            scheduled = self._clock() - started
+            return _Scheduled(request, model, result, candidates, self._clock() - started)
         except RouterError as exc:
             self.metrics.failed(
                 model,
@@ -188,15 +205,40 @@ class Director:
             )
             self._log_decision(request_id, request, candidates, None, cycle, exc.message)
             raise
+
+    def _parse(
+        self, pipeline: Pipeline, headers: Mapping[str, str], body: bytes, request_id: str
+    ) -> InferenceRequest:
+        """The parser that claims the path, timed; then objectives and rewrites."""
+        path = request_path(headers)
+        parser = pipeline.parsers.resolve(path)
+        started = perf_counter()
+        try:
+            request = parser.parse(path, headers, body, request_id)
+        finally:
+            pipeline.parse_observers[parser.name](perf_counter() - started)
+        return self._apply_resources(request)
+
+    def _account(
+        self,
+        pipeline: Pipeline,
+        cycle: CycleState,
+        scheduled: _Scheduled,
+        headers: Mapping[str, str],
+        received_at: float,
+        extra: list[tuple[str, str]],
+    ) -> tuple[Decision, RequestRecord]:
+        """Count the routed request, charge it in flight, and make its decision."""
+        request, result = scheduled.request, scheduled.result
         endpoint = result.targets[0]
         if endpoint.metrics.updated_at > 0:
             self.metrics.signal_age.observe(self._clock() - endpoint.metrics.updated_at)
         self.metrics.routed(
-            model,
+            scheduled.model,
             request.fairness_id,
             request.priority,
             request.size,
-            scheduled,
+            scheduled.seconds,
             endpoint.name,
             endpoint.namespace,
             endpoint.port,
@@ -207,11 +249,20 @@ class Director:
         extra.extend(outputs.set_headers.items())
         response_headers = outputs.response_headers
         if self.decisions is not None:
-            self._log_decision(request_id, request, candidates, result, cycle, None)
+            self._log_decision(
+                request.request_id, request, scheduled.candidates, result, cycle, None
+            )
             if headers.get(DEBUG) == "1":
                 response_headers[DECISION] = explanation_header(result, cycle.empty_profiles)
         charges = outputs.charges_for(endpoint.key)
-        record = self._record(request_id, received_at, endpoint, model, extra, charges)
+        record = self._record(
+            request.request_id, received_at, endpoint, scheduled.model, extra, charges
+        )
+        if pipeline.response_complete:
+            # The hooks get the request without its payload: the body (possibly megabytes)
+            # is not held for the length of the response.
+            record.request = dataclasses.replace(request, body=b"", messages=None, prompt=None)
+            record.result, record.pipeline = result, pipeline
         decision = Decision(
             destination=",".join(t.key for t in result.targets),
             body=request.body,
@@ -221,11 +272,6 @@ class Director:
             response_headers=tuple(response_headers.items()),
             response_model=_response_model(request),
         )
-        if pipeline.response_complete:
-            # The hooks get the request without its payload: the body (possibly megabytes)
-            # is not held for the length of the response.
-            record.request = dataclasses.replace(request, body=b"", messages=None, prompt=None)
-            record.result, record.pipeline = result, pipeline
         return decision, record
 
     def _log_decision(
