@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import pytest
 import yaml
 
-from llmd_router.app import EnvoyOptions, RouterOptions, Standalone
+from llmd_router.app import EnvoyOptions, Standalone
 from llmd_router.datalayer import Endpoint
 from llmd_router.proxy.bootstrap import ProxyConfig
+from llmd_router.testing import local_options
 from llmd_sim.config import build_fleet
 from llmd_sim.fleet import Fleet
 
@@ -80,16 +81,7 @@ async def start_stack() -> AsyncIterator[StartStack]:
             write_endpoints(endpoints_file, fleet, listed)
             endpoints = ()
         app = Standalone(
-            RouterOptions(
-                endpoints=endpoints,
-                endpoints_file=endpoints_file,
-                host="127.0.0.1",
-                grpc_port=0,
-                health_port=0,
-                metrics_port=0,
-                secure_serving=False,
-                **(router or {}),
-            ),
+            local_options(endpoints=endpoints, endpoints_file=endpoints_file, **(router or {})),
             EnvoyOptions(
                 proxy=ProxyConfig(
                     listen_host="127.0.0.1",

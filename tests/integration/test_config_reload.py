@@ -8,9 +8,10 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
-from llmd_router.app import Router, RouterOptions
+from llmd_router.app import Router
 from llmd_router.cli.main import _reload_on_hangup
 from llmd_router.datalayer import Endpoint
+from llmd_router.testing import local_options
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -22,13 +23,8 @@ LEAST = HEAD + "plugins: [{type: active-request-scorer}]\n"
 
 def router(path: Path, poll: float) -> Router:
     return Router(
-        RouterOptions(
+        local_options(
             endpoints=(Endpoint("e", "10.0.0.1", 8000),),
-            host="127.0.0.1",
-            grpc_port=0,
-            health_port=0,
-            metrics_port=0,
-            secure_serving=False,
             config_file=path,
             config_poll_s=poll,
         )

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from llmd_router.app import EnvoyOptions, RouterOptions, Standalone
+from llmd_router.app import EnvoyOptions, Standalone
 from llmd_router.datalayer import Endpoint
 from llmd_router.proxy.bootstrap import ProxyConfig
+from llmd_router.testing import local_options
 from llmd_sim.config import FaultConfig
 from tests.realvllm import BLOCK_SIZE, MODEL_NAME, RealVllm, vllm_python
 from tests.waiting import eventually
@@ -78,14 +79,8 @@ async def test_the_router_reads_vllms_metrics_and_routes_to_it(vllm: RealVllm, s
     sim.set_faults(FaultConfig(metrics="missing"))
     real = Endpoint("vllm", vllm.address, vllm.port, labels={"llm-d.ai/engine-type": "vllm"})
     app = Standalone(
-        RouterOptions(
-            endpoints=(real, Endpoint("sim", "127.0.0.1", sim.port)),
-            host="127.0.0.1",
-            grpc_port=0,
-            health_port=0,
-            metrics_port=0,
-            secure_serving=False,
-            metrics_staleness_s=0.5,
+        local_options(
+            endpoints=(real, Endpoint("sim", "127.0.0.1", sim.port)), metrics_staleness_s=0.5
         ),
         EnvoyOptions(proxy=ProxyConfig(listen_host="127.0.0.1", listen_port=0, admin_port=0)),
     )

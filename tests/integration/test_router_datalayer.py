@@ -15,6 +15,7 @@ import uvloop
 from llmd_router.app import Router, RouterOptions
 from llmd_router.config import ConfigError
 from llmd_router.datalayer import Endpoint, EndpointsError
+from llmd_router.testing import local_options
 from tests.waiting import eventually
 
 if TYPE_CHECKING:
@@ -48,14 +49,7 @@ async def _forever() -> None:
 
 
 def options(**overrides: Any) -> RouterOptions:
-    return RouterOptions(
-        host="127.0.0.1",
-        grpc_port=0,
-        health_port=0,
-        metrics_port=0,
-        secure_serving=False,
-        **overrides,
-    )
+    return local_options(**overrides)
 
 
 @contextlib.asynccontextmanager

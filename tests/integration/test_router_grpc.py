@@ -12,9 +12,10 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from llmd_router.app import Router, RouterOptions
+from llmd_router.app import Router
 from llmd_router.datalayer import Endpoint
 from llmd_router.extproc.server import self_signed_certificate
+from llmd_router.testing import local_options
 from llmd_router.testing.extproc import (
     ExtProcClient,
     access_log,
@@ -37,17 +38,7 @@ ENDPOINTS = tuple(Endpoint(f"e{i}", f"10.0.0.{i + 1}", 8000) for i in range(3))
 
 def local_router(**options: Any) -> Router:
     """A router on free loopback ports, plaintext."""
-    return Router(
-        RouterOptions(
-            endpoints=ENDPOINTS,
-            host="127.0.0.1",
-            grpc_port=0,
-            health_port=0,
-            metrics_port=0,
-            secure_serving=False,
-            **options,
-        )
-    )
+    return Router(local_options(endpoints=ENDPOINTS, **options))
 
 
 # Fewest requests in flight: spreads concurrent requests evenly (no metrics needed).
@@ -235,17 +226,7 @@ async def test_tls_serving(tmp_path: Path):
     key, cert = self_signed_certificate("localhost")
     (tmp_path / "tls.key").write_bytes(key)
     (tmp_path / "tls.crt").write_bytes(cert)
-    r = Router(
-        RouterOptions(
-            endpoints=ENDPOINTS,
-            host="127.0.0.1",
-            grpc_port=0,
-            health_port=0,
-            metrics_port=0,
-            secure_serving=True,
-            cert_path=tmp_path,
-        )
-    )
+    r = Router(local_options(endpoints=ENDPOINTS, secure_serving=True, cert_path=tmp_path))
     await r.start()
     try:
         credentials = grpc.ssl_channel_credentials(root_certificates=cert)

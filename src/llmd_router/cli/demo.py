@@ -7,11 +7,10 @@ takes ``--port`` (8081 by default, llm-d's).
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from typing import Any
 
 from llmd_router.app import EnvoyOptions, RouterOptions, Standalone
+from llmd_router.cli.stopping import stop_on_signals
 from llmd_router.datalayer import Endpoint
 from llmd_router.proxy.bootstrap import ProxyConfig
 from llmd_sim.config import build_fleet
@@ -32,10 +31,7 @@ def curl_line(url: str) -> str:
 
 async def run_demo(*, port: int, servers: int = 4, **router_options: Any) -> None:
     """``router_options``: RouterOptions fields (the scheduling configuration flags)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     fleet = Fleet(build_fleet(overrides={"model": MODEL}, count=servers, base_port=0))
     await fleet.start()
     try:

@@ -29,6 +29,7 @@ import yaml
 
 from llmd_router.app import EnvoyOptions, Router, RouterOptions, Standalone
 from llmd_router.cli.demo import run_demo
+from llmd_router.cli.stopping import stop_on_signals
 from llmd_router.config import ConfigError, load_config, load_config_file
 from llmd_router.config.durations import parse_duration
 from llmd_router.datalayer import (
@@ -323,20 +324,12 @@ def _proxy_config(args: argparse.Namespace, **overrides: Any) -> ProxyConfig:
     return dataclasses.replace(config, **overrides)
 
 
-def _stop_event() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
 def _reload_on_hangup(router: Router) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, router.reload)
 
 
 async def _run_epp(args: argparse.Namespace) -> None:
-    stop = _stop_event()
+    stop = stop_on_signals()
     router = Router(_router_options(args))
     _require_endpoints(router)
     _reload_on_hangup(router)
@@ -355,7 +348,7 @@ async def _run_epp(args: argparse.Namespace) -> None:
 
 
 async def _run_standalone(args: argparse.Namespace) -> None:
-    stop = _stop_event()
+    stop = stop_on_signals()
     app = Standalone(
         _router_options(args),
         EnvoyOptions(

@@ -5,14 +5,14 @@ object."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
 from llmd_router.config.durations import parse_duration
+from llmd_router.datalayer.http import HttpSource, TlsOptions
 from llmd_router.framework import Params, Plugin
 
 if TYPE_CHECKING:
     from llmd_router.datalayer.endpoints import Endpoint
-    from llmd_router.datalayer.http import HttpSource
 
 __all__ = ["HttpPollingPlugin", "HttpSourceParams", "check_interval", "optional_path"]
 
@@ -52,13 +52,24 @@ class HttpSourceParams(Params, frozen=True):
 
 
 class HttpPollingPlugin(Plugin[_P]):
-    """A polling source whose poll is one GET through ``self._http`` (set in ``__init__``)."""
+    """A polling source whose poll is one GET of ``params.path`` asking for ``ACCEPT``."""
 
-    _http: HttpSource
+    ACCEPT: ClassVar[str] = "*/*"
 
     def __init__(self, name: str, params: _P) -> None:
         super().__init__(name, params)
         self.interval_s = check_interval(params.interval)
+        self._http = HttpSource(
+            scheme=params.scheme,
+            path=params.path,
+            port=params.port,
+            tls=self.tls(params),
+            accept=self.ACCEPT,
+        )
+
+    def tls(self, params: _P) -> TlsOptions:
+        """How to verify the server (and prove who we are) over ``https``."""
+        return TlsOptions(insecure_skip_verify=params.insecure_skip_verify)
 
     async def poll(self, endpoint: Endpoint) -> bytes:
         return await self._http.poll(endpoint)

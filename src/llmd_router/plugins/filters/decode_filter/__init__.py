@@ -8,31 +8,18 @@ not list it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Final
+from typing import ClassVar
 
-from llmd_router.framework import NoParams, Plugin, Stability
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from llmd_router.datalayer.endpoints import Endpoint
-    from llmd_router.framework import CycleState
-    from llmd_router.parsing.request import InferenceRequest
+from llmd_router.plugins.filters import ROLE_LABEL, RoleFilter
 
 __all__ = ["ROLE_LABEL", "DecodeFilter"]
 
-ROLE_LABEL: Final = "llm-d.ai/role"
-# None: no role label, an endpoint that serves every stage.
-_ROLES: Final = frozenset({"decode", "prefill-decode", "both", "encode-prefill-decode", None})
 
-
-class DecodeFilter(Plugin[NoParams]):
+class DecodeFilter(RoleFilter):
     """Keeps the endpoints whose ``llm-d.ai/role`` allows the decode stage."""
 
     TYPE: ClassVar[str] = "decode-filter"
-    STABILITY: ClassVar[Stability] = Stability.BETA
-
-    def filter(
-        self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
-    ) -> Sequence[Endpoint]:
-        return [e for e in endpoints if e.labels.get(ROLE_LABEL) in _ROLES]
+    # None: no role label, an endpoint that serves every stage.
+    ROLES: ClassVar[frozenset[str | None]] = frozenset(
+        {"decode", "prefill-decode", "both", "encode-prefill-decode", None}
+    )

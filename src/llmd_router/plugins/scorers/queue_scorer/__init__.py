@@ -8,31 +8,16 @@ one scrape.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
-from llmd_router.framework import Category, NoParams, Plugin, Stability
-from llmd_router.plugins.scorers import fewer_is_better
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from llmd_router.datalayer.endpoints import Endpoint
-    from llmd_router.framework import CycleState
-    from llmd_router.parsing.request import InferenceRequest
+from llmd_router.plugins.scorers import FewerIsBetterScorer, metric
 
 __all__ = ["QueueScorer"]
 
 
-class QueueScorer(Plugin[NoParams]):
+class QueueScorer(FewerIsBetterScorer):
     """``(max - q) / (max - min)`` over the candidates' waiting queue sizes ``q``; 1.0 when all
     are equal."""
 
     TYPE: ClassVar[str] = "queue-scorer"
-    Params: ClassVar[type[Any]] = NoParams
-    STABILITY: ClassVar[Stability] = Stability.BETA
-    category: ClassVar[Category] = Category.DISTRIBUTION
-
-    def score(
-        self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
-    ) -> Sequence[float]:
-        return fewer_is_better([e.metrics.waiting_queue_size for e in endpoints])
+    SIGNAL = metric("waiting_queue_size")

@@ -7,31 +7,16 @@ scores 1, the most 0; all equal scores 1.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
-from llmd_router.framework import Category, NoParams, Plugin, Stability
-from llmd_router.plugins.scorers import fewer_is_better
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from llmd_router.datalayer.endpoints import Endpoint
-    from llmd_router.framework import CycleState
-    from llmd_router.parsing.request import InferenceRequest
+from llmd_router.plugins.scorers import FewerIsBetterScorer, metric
 
 __all__ = ["RunningRequestsSizeScorer"]
 
 
-class RunningRequestsSizeScorer(Plugin[NoParams]):
+class RunningRequestsSizeScorer(FewerIsBetterScorer):
     """``(max - r) / (max - min)`` over the candidates' running request counts ``r``; 1.0 when
     all are equal."""
 
     TYPE: ClassVar[str] = "running-requests-size-scorer"
-    Params: ClassVar[type[Any]] = NoParams
-    STABILITY: ClassVar[Stability] = Stability.BETA
-    category: ClassVar[Category] = Category.DISTRIBUTION
-
-    def score(
-        self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
-    ) -> Sequence[float]:
-        return fewer_is_better([e.metrics.running_requests for e in endpoints])
+    SIGNAL = metric("running_requests")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from llmd_router.datalayer.http import HttpSource, TlsOptions
+from llmd_router.datalayer.http import TlsOptions
 from llmd_router.framework import Stability
 from llmd_router.plugins.sources import HttpPollingPlugin, HttpSourceParams, optional_path
 
@@ -32,19 +32,13 @@ class MetricsDataSource(HttpPollingPlugin[MetricsDataSourceParams]):
     TYPE: ClassVar[str] = "metrics-data-source"
     Params: ClassVar[type[Any]] = MetricsDataSourceParams
     STABILITY: ClassVar[Stability] = Stability.STABLE
+    ACCEPT: ClassVar[str] = "text/plain;version=0.0.4"
     output: ClassVar[str] = PROMETHEUS_TEXT
 
-    def __init__(self, name: str, params: MetricsDataSourceParams) -> None:
-        super().__init__(name, params)
-        self._http = HttpSource(
-            scheme=params.scheme,
-            path=params.path,
-            port=params.port,
-            tls=TlsOptions(
-                insecure_skip_verify=params.insecure_skip_verify,
-                ca_cert=optional_path(params.ca_cert_path),
-                client_cert=optional_path(params.client_cert_path),
-                client_key=optional_path(params.client_key_path),
-            ),
-            accept="text/plain;version=0.0.4",
+    def tls(self, params: MetricsDataSourceParams) -> TlsOptions:
+        return TlsOptions(
+            insecure_skip_verify=params.insecure_skip_verify,
+            ca_cert=optional_path(params.ca_cert_path),
+            client_cert=optional_path(params.client_cert_path),
+            client_key=optional_path(params.client_key_path),
         )

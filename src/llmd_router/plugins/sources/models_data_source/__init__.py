@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from llmd_router.datalayer.http import HttpSource, TlsOptions
 from llmd_router.framework import Stability
 from llmd_router.plugins.sources import HttpPollingPlugin, HttpSourceParams
 
@@ -24,14 +23,5 @@ class ModelsDataSource(HttpPollingPlugin[ModelsDataSourceParams]):
     TYPE: ClassVar[str] = "models-data-source"
     Params: ClassVar[type[Any]] = ModelsDataSourceParams
     STABILITY: ClassVar[Stability] = Stability.BETA
+    ACCEPT: ClassVar[str] = "application/json"
     output: ClassVar[str] = OPENAI_MODELS
-
-    def __init__(self, name: str, params: ModelsDataSourceParams) -> None:
-        super().__init__(name, params)
-        self._http = HttpSource(
-            scheme=params.scheme,
-            path=params.path,
-            port=params.port,
-            tls=TlsOptions(insecure_skip_verify=params.insecure_skip_verify),
-            accept="application/json",
-        )
