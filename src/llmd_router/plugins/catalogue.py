@@ -1,13 +1,15 @@
-"""``docs/plugins.md``, written from the registry, so the catalogue cannot drift from the code.
+"""The catalogue of ``docs/plugins.md``, written from the registry, so it cannot drift.
 
-Run ``python -m llmd_router.plugins.catalogue > docs/plugins.md``; a test checks that
-the committed file is what this prints.
+``python -m llmd_router.plugins.catalogue docs/plugins.md`` rewrites the part of the file between
+the two markers (the guide above them is written by hand); a test checks that the committed
+file holds what this renders.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -17,7 +19,7 @@ from llmd_router.plugins.builtin import builtin_registry
 if TYPE_CHECKING:
     from llmd_router.framework import PluginType, Registry
 
-__all__ = ["render_catalogue"]
+__all__ = ["BEGIN", "END", "generated_part", "render_catalogue", "splice"]
 
 _SECTIONS = (
     "parser",
@@ -71,6 +73,10 @@ def _folder(entry: PluginType) -> str:
     return "../src/llmd_router/plugins/" + module.replace(".", "/") + "/README.md"
 
 
+BEGIN: Final = "<!-- catalogue: python -m llmd_router.plugins.catalogue docs/plugins.md -->"
+END: Final = "<!-- end of catalogue -->"
+
+
 def render_catalogue(registry: Registry) -> str:
     entries = [t for t in registry.types() if t.replaced_by is None]
     aliases: dict[str, list[str]] = {}
@@ -78,12 +84,11 @@ def render_catalogue(registry: Registry) -> str:
         if t.replaced_by is not None:
             aliases.setdefault(t.replaced_by, []).append(t.name)
     lines = [
-        "# Plugin catalogue",
+        "## The catalogue",
         "",
-        "Generated from the registry by `python -m llmd_router.plugins.catalogue`;",
-        "do not edit by hand. Each plugin's README (linked) gives its formula and an example.",
-        "Type names, parameters and defaults are llm-d's. Parameters are written in camelCase.",
-        "Alpha plugins need `--allow-experimental-plugins`.",
+        "Generated from the registry; do not edit by hand. Each plugin's README (linked) gives its",
+        "formula and an example. Type names, parameters and defaults are llm-d's. Parameters are",
+        "written in camelCase. Alpha plugins need `--allow-experimental-plugins`.",
         "",
     ]
     placed: set[str] = set()
@@ -91,7 +96,7 @@ def render_catalogue(registry: Registry) -> str:
         members = [e for e in entries if e.name not in placed and section in _kinds(e.cls)]
         if not members:
             continue
-        lines += [f"## {section.capitalize()}s", ""]
+        lines += [f"### {section.capitalize()}s", ""]
         lines += [
             "| Type | Also | Stability | Parameters (default) | What it does |",
             "|---|---|---|---|---|",
@@ -106,7 +111,7 @@ def render_catalogue(registry: Registry) -> str:
             )
         lines.append("")
     lines += [
-        "## Not available in this version",
+        "### Not available in this version",
         "",
         "Naming one of these in a configuration is an error that gives the reason and lists the",
         "available types.",
@@ -118,5 +123,27 @@ def render_catalogue(registry: Registry) -> str:
     return "\n".join(lines) + "\n"
 
 
+def generated_part(document: str) -> str:
+    """What stands between the markers of ``document`` (ValueError if they are missing)."""
+    start = document.index(BEGIN) + len(BEGIN)
+    return document[start : document.index(END, start)].strip("\n") + "\n"
+
+
+def splice(document: str, catalogue: str) -> str:
+    """``document`` with ``catalogue`` between its markers."""
+    head = document[: document.index(BEGIN) + len(BEGIN)]
+    tail = document[document.index(END) :]
+    return f"{head}\n{catalogue.rstrip()}\n{tail}"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        sys.stderr.write("usage: python -m llmd_router.plugins.catalogue docs/plugins.md\n")
+        return 2
+    path = Path(argv[0])
+    path.write_text(splice(path.read_text(), render_catalogue(builtin_registry())))
+    return 0
+
+
 if __name__ == "__main__":
-    sys.stdout.write(render_catalogue(builtin_registry()))
+    raise SystemExit(main(sys.argv[1:]))
