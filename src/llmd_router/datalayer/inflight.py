@@ -16,8 +16,9 @@ load producer's per-request copy), saturation detectors, the debug pages. Writes
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
+
+import msgspec
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -27,8 +28,7 @@ __all__ = ["NOTHING", "InFlightCharge", "InFlightLedger", "InFlightLoad", "InFli
 MAX_STATISTICS_ENDPOINTS: Final = 100  # llm-d's maxDebugDumpEndpoints
 
 
-@dataclass(frozen=True, slots=True)
-class InFlightLoad:
+class InFlightLoad(msgspec.Struct, frozen=True):
     """Work the router has sent to an endpoint and not yet seen finish."""
 
     requests: int
@@ -38,8 +38,7 @@ class InFlightLoad:
 NOTHING: Final = InFlightLoad(requests=0, tokens=0)
 
 
-@dataclass(frozen=True, slots=True)
-class InFlightCharge:
+class InFlightCharge(msgspec.Struct, frozen=True):
     """What one request costs one endpoint while it is in flight."""
 
     key: str  # the endpoint's ip:port

@@ -12,7 +12,6 @@ rewritten. Any malformed input becomes our own ``BadRequest`` with llm-d's messa
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -178,6 +177,4 @@ def rewrite_model(request: InferenceRequest, model: str) -> InferenceRequest:
     """The request pointed at ``model``: the only change the router makes to a body."""
     document = _ANY.decode(request.body)
     document["model"] = model
-    return dataclasses.replace(
-        request, body=_ENCODER.encode(document), body_mutated=True, target_model=model
-    )
+    return request.replace(body=_ENCODER.encode(document), body_mutated=True, target_model=model)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -22,11 +23,13 @@ class ApiKind(enum.Enum):
     NO_BODY = "no-body"  # e.g. GET /v1/models
 
 
-@dataclass(frozen=True, slots=True)
-class InferenceRequest:
+class InferenceRequest(msgspec.Struct, frozen=True):
     """A parsed request, frozen: plugins read it, and what they decide goes in the cycle's
     outputs. ``body`` is what goes upstream: the original bytes unless a rewrite changed them
-    (``body_mutated``; the router makes a new request then)."""
+    (``body_mutated``; the router makes a new request then, with ``replace``).
+
+    A msgspec struct rather than a dataclass: one is made per request, and a frozen dataclass
+    costs about 2 µs to build where this costs a tenth of that."""
 
     request_id: str
     path: str
@@ -47,3 +50,7 @@ class InferenceRequest:
     @property
     def size(self) -> int:
         return len(self.body)
+
+    def replace(self, **changes: Any) -> InferenceRequest:
+        """A copy with ``changes`` (field names as keywords)."""
+        return msgspec.structs.replace(self, **changes)

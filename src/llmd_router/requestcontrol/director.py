@@ -32,7 +32,6 @@ mixes two configurations in one decision.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import os
@@ -97,7 +96,7 @@ class RequestRecord:
     pipeline: Pipeline | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Scheduled:
     """A request the scheduler found endpoints for, with what the accounting needs."""
 
@@ -261,7 +260,7 @@ class Director:
         if pipeline.response_complete:
             # The hooks get the request without its payload: the body (possibly megabytes)
             # is not held for the length of the response.
-            record.request = dataclasses.replace(request, body=b"", messages=None, prompt=None)
+            record.request = request.replace(body=b"", messages=None, prompt=None)
             record.result, record.pipeline = result, pipeline
         decision = Decision(
             destination=",".join(t.key for t in result.targets),
@@ -330,7 +329,7 @@ class Director:
         if request.objective:
             priority = self.resources.priority(request.objective)
             if priority != request.priority:
-                request = dataclasses.replace(request, priority=priority)
+                request = request.replace(priority=priority)
         return request
 
     def _schedule(

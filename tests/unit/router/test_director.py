@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 from collections import Counter
@@ -357,7 +356,7 @@ class SheddableParser:
         self.name = name
 
     def parse(self, path, headers, body, request_id):
-        return dataclasses.replace(parse_request(path, headers, body, request_id), priority=-1)
+        return parse_request(path, headers, body, request_id).replace(priority=-1)
 
 
 class Refuser:

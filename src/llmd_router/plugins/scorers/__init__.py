@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import operator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmd_router.framework import Category, NoParams, Plugin, Stability
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
-    from llmd_router.datalayer.endpoints import Endpoint, EndpointMetrics
+    from llmd_router.datalayer.endpoints import Endpoint
     from llmd_router.framework import CycleState
     from llmd_router.parsing.request import InferenceRequest
 
-__all__ = ["FewerIsBetterScorer", "fewer_is_better", "metric"]
+__all__ = ["FewerIsBetterScorer", "fewer_is_better"]
 
 
 def fewer_is_better(values: Sequence[float]) -> list[float]:
@@ -28,22 +27,18 @@ def fewer_is_better(values: Sequence[float]) -> list[float]:
     return [(high - v) / span for v in values]
 
 
-def metric(name: str) -> Callable[[EndpointMetrics], float]:
-    """Reads one field of an endpoint's reported metrics."""
-    read: Callable[[EndpointMetrics], float] = operator.attrgetter(name)
-    return read
-
-
 class FewerIsBetterScorer(Plugin[NoParams]):
-    """The min-max score (``fewer_is_better``) of one reported load signal, ``SIGNAL``."""
+    """The min-max score (``fewer_is_better``) of one load signal, which ``loads`` reads."""
 
-    SIGNAL: ClassVar[Callable[[EndpointMetrics], float]]
     Params: ClassVar[type[Any]] = NoParams
     STABILITY: ClassVar[Stability] = Stability.BETA
     category: ClassVar[Category] = Category.DISTRIBUTION
 
+    def loads(self, endpoints: Sequence[Endpoint]) -> list[float]:
+        """Each endpoint's load (a list comprehension over the candidates: the hot loop)."""
+        raise NotImplementedError
+
     def score(
         self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
     ) -> Sequence[float]:
-        signal = type(self).SIGNAL
-        return fewer_is_better([signal(e.metrics) for e in endpoints])
+        return fewer_is_better(self.loads(endpoints))

@@ -6,7 +6,6 @@ comments), not by calling a copy of the formula.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -344,7 +343,7 @@ def test_lora_affinity_uses_the_target_model() -> None:
         endpoint(0, active_models=frozenset({"base"})),
         endpoint(1, active_models=frozenset({"x"})),
     ]
-    req = dataclasses.replace(request(target_model="x"), model="base")  # rewritten: the target runs
+    req = request(target_model="x").replace(model="base")  # rewritten: the target runs
     assert score(make(LoraAffinityScorer), eps, req) == [0.0, 1.0]
 
 

@@ -8,9 +8,14 @@ one scrape.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from llmd_router.plugins.scorers import FewerIsBetterScorer, metric
+from llmd_router.plugins.scorers import FewerIsBetterScorer
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from llmd_router.datalayer.endpoints import Endpoint
 
 __all__ = ["QueueScorer"]
 
@@ -20,4 +25,6 @@ class QueueScorer(FewerIsBetterScorer):
     are equal."""
 
     TYPE: ClassVar[str] = "queue-scorer"
-    SIGNAL = metric("waiting_queue_size")
+
+    def loads(self, endpoints: Sequence[Endpoint]) -> list[float]:
+        return [e.metrics.waiting_queue_size for e in endpoints]

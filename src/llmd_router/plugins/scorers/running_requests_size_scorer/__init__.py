@@ -7,9 +7,14 @@ scores 1, the most 0; all equal scores 1.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from llmd_router.plugins.scorers import FewerIsBetterScorer, metric
+from llmd_router.plugins.scorers import FewerIsBetterScorer
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from llmd_router.datalayer.endpoints import Endpoint
 
 __all__ = ["RunningRequestsSizeScorer"]
 
@@ -19,4 +24,6 @@ class RunningRequestsSizeScorer(FewerIsBetterScorer):
     all are equal."""
 
     TYPE: ClassVar[str] = "running-requests-size-scorer"
-    SIGNAL = metric("running_requests")
+
+    def loads(self, endpoints: Sequence[Endpoint]) -> list[float]:
+        return [e.metrics.running_requests for e in endpoints]
