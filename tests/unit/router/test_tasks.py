@@ -3,11 +3,14 @@ purpose; and the lifetime that gives a structured coroutine start() and stop()."
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 
+import llmd_router
 from llmd_router.tasks import Lifetime, LoopEnded, Ready
 from llmd_router.testing import task_owner
 from tests.waiting import eventually
@@ -204,3 +207,21 @@ async def test_a_loop_killed_before_it_first_ran_is_reported_and_restarted(
         loop.task.cancel()  # before its first step: it never saw the cancellation itself
         await eventually(lambda: loop.restarts == 1 and loop.state == "running")
         assert "background loop 'early' failed (cancelled from outside its owner)" in caplog.text
+
+
+def test_nothing_in_the_router_starts_a_task_but_the_task_owner():
+    """Every background task has an owner: ``tasks.py`` is the only module of the router that
+    creates tasks (``create_task``, ``ensure_future``, threads through ``run_in_executor``)."""
+    package = Path(llmd_router.__file__).parent
+    spawning = {"create_task", "ensure_future", "run_in_executor", "to_thread"}
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path == package / "tasks.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name in spawning:
+                    found.append(f"{path.relative_to(package)}:{node.lineno} {name}")
+    assert found == []
