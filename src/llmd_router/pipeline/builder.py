@@ -31,8 +31,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
-import msgspec
-
 from llmd_router.config import ConfigError
 from llmd_router.datalayer.inflight import InFlightLedger
 from llmd_router.framework.capabilities import (
@@ -64,6 +62,7 @@ from llmd_router.framework.scheduler import (
 from llmd_router.parsing.select import ParserSet
 from llmd_router.pipeline.datalayer import bind_data_layer
 from llmd_router.pipeline.pipeline import BuiltPlugin, Pipeline
+from llmd_router.pipeline.plugin_set import PluginSet
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -73,7 +72,7 @@ if TYPE_CHECKING:
     from llmd_router.framework.cycle import DataKey
     from llmd_router.framework.plugin import Registry
 
-__all__ = ["PluginSet", "build_pipeline"]
+__all__ = ["build_pipeline"]
 
 _log = logging.getLogger(__name__)
 
@@ -81,57 +80,6 @@ DEFAULT_PARSERS: Final = ("openai-parser", "passthrough-parser")
 DEFAULT_PICKER: Final = "max-score-picker"
 DEFAULT_HANDLER: Final = "single-profile-handler"
 DEFAULT_SATURATION: Final = "utilization-detector"
-
-
-class PluginSet:
-    """The plugins being built for one configuration, by name."""
-
-    def __init__(
-        self,
-        loaded: LoadedConfig,
-        registry: Registry,
-        *,
-        allow_experimental: bool,
-        previous: Pipeline | None,
-    ) -> None:
-        self.loaded = loaded
-        self.registry = registry
-        self.allow_experimental = allow_experimental
-        self.previous = previous.plugins if previous is not None else {}
-        self.plugins: dict[str, BuiltPlugin] = {}
-        self.notes: list[str] = []
-
-    def add(self, type_name: str, name: str, raw_params: Any, *, injected: bool) -> BuiltPlugin:
-        if name in self.plugins:
-            raise ConfigError(f"plugins: two plugins are named {name!r}")
-        identity = msgspec.json.encode([type_name, name, raw_params])
-        old = self.previous.get(name)
-        if old is not None and old.identity == identity:
-            instance = old.instance
-        else:
-            instance = self.registry.create(
-                type_name, name, raw_params, allow_experimental=self.allow_experimental
-            )
-        built = BuiltPlugin(name, type_name, instance, identity, injected)
-        self.plugins[name] = built
-        if injected:
-            self.notes.append(f"added {type_name!r} (system default)")
-        return built
-
-    def ensure(self, type_name: str) -> BuiltPlugin:
-        """The plugin named ``type_name``, built with default parameters when absent."""
-        existing = self.plugins.get(type_name)
-        if existing is None:
-            return self.add(type_name, type_name, None, injected=True)
-        if existing.type != type_name:
-            raise ConfigError(
-                f"plugin {type_name!r} is needed as a {type_name!r} but that name is taken "
-                f"by a plugin of type {existing.type!r}"
-            )
-        return existing
-
-    def of_kind(self, proto: type) -> list[BuiltPlugin]:
-        return [b for b in self.plugins.values() if isinstance(b.instance, proto)]
 
 
 def build_pipeline(

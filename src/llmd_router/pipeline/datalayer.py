@@ -10,8 +10,8 @@ from llmd_router.datalayer.collector import SourceBinding
 from llmd_router.datalayer.interfaces import EndpointDiscovery, Extractor, PollingSource
 
 if TYPE_CHECKING:
-    from llmd_router.pipeline.builder import PluginSet
     from llmd_router.pipeline.pipeline import BuiltPlugin
+    from llmd_router.pipeline.plugin_set import PluginSet
 
 __all__ = ["bind_data_layer"]
 
