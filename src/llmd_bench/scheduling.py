@@ -151,7 +151,7 @@ def _decide(scenario: str, store: EndpointStore, body: bytes) -> tuple[Callable[
         headers = {":path": _PATH, "x-request-id": f"bench-{i}"}
         _, record = director.route(headers, body, {}, has_body=True, received_at=0.0)
         if i >= 0:
-            director.settle(record, decided)
+            director.settlement.settle(record, decided)
 
     return route, len(store) // 4
 

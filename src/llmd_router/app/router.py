@@ -109,7 +109,7 @@ class Router:
             health_port=options.health_port,
             tls=TlsConfig(options.cert_path) if options.secure_serving else None,
             health_on_main=options.health_on_main,
-            access_log=AccessLogServicer(self.director),
+            access_log=AccessLogServicer(self.director.settlement),
         )
         self.metrics_server = MetricsServer(
             self.metrics.registry,
@@ -191,7 +191,7 @@ class Router:
         interval = min(60.0, self.options.max_pending_s / 4)
         while True:
             await asyncio.sleep(interval)
-            self.director.sweep()
+            self.director.settlement.sweep()
 
     async def _watch_configuration(self, ready: Ready) -> None:
         path = self.options.config_file

@@ -52,7 +52,7 @@ class Standalone:
             binary=options.binary,
             log_level=options.log_level,
             concurrency=options.concurrency,
-            on_exit=self.router.director.abandon_pending,
+            on_exit=self.router.director.settlement.abandon_pending,
         )
         try:
             await envoy.start()

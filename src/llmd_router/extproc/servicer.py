@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from llmd_router.extproc.codec import AccessLogsMessage, ProcessingRequest, ProcessingResponse
-    from llmd_router.requestcontrol import Director, RequestRecord
+    from llmd_router.requestcontrol import Director, RequestRecord, Settlement
 
 __all__ = ["AccessLogServicer", "ExtProcServicer"]
 
@@ -73,7 +73,7 @@ class ExtProcServicer(ExternalProcessorServicer):  # type: ignore[misc]
                     return
         finally:
             if record is not None:
-                self._director.stream_ended(record, stream.outcome)
+                self._director.settlement.stream_ended(record, stream.outcome)
 
     def _decide(
         self,
@@ -95,14 +95,14 @@ class ExtProcServicer(ExternalProcessorServicer):  # type: ignore[misc]
 
 
 class AccessLogServicer(AccessLogServiceServicer):  # type: ignore[misc]
-    """Envoy's access log stream: each batch of entries tells the director which routed
-    requests ended. Envoy keeps one stream per worker open for as long as it runs, so
-    ``close`` answers them all when the router stops: a server's graceful stop would otherwise
+    """Envoy's access log stream: each batch of entries says which routed requests ended, and
+    the settlement settles them. Envoy keeps one stream per worker open for as long as it runs,
+    so ``close`` answers them all when the router stops: a server's graceful stop would otherwise
     wait its whole grace period for them. Each open stream reads inside a timeout scope with no
     deadline; ``close`` moves every scope's deadline to now."""
 
-    def __init__(self, director: Director) -> None:
-        self._director = director
+    def __init__(self, settlement: Settlement) -> None:
+        self._settlement = settlement
         self._closing = False
         self._scopes: set[asyncio.Timeout] = set()
 
@@ -118,7 +118,7 @@ class AccessLogServicer(AccessLogServiceServicer):  # type: ignore[misc]
         try:
             async with scope:
                 async for message in request_iterator:
-                    self._director.ended(decode_access_logs(message))
+                    self._settlement.ended(decode_access_logs(message))
         except TimeoutError:  # closed by the router
             pass
         finally:

@@ -1,12 +1,9 @@
-"""The request lifecycle between the ext-proc protocol and the scheduler."""
+"""The request lifecycle between the ext-proc protocol and the scheduler: routing (``director``)
+and how a routed request ends (``settlement``)."""
 
-from llmd_router.requestcontrol.director import (
-    CompletionSource,
-    Director,
-    RequestRecord,
-    subset_hint,
-)
+from llmd_router.requestcontrol.director import Director, subset_hint
 from llmd_router.requestcontrol.exchange import Decision, Ended, Outcome
+from llmd_router.requestcontrol.settlement import CompletionSource, RequestRecord, Settlement
 
 __all__ = [
     "CompletionSource",
@@ -15,5 +12,6 @@ __all__ = [
     "Ended",
     "Outcome",
     "RequestRecord",
+    "Settlement",
     "subset_hint",
 ]

@@ -1,22 +1,8 @@
-"""The request lifecycle: parse, find candidates, schedule, account, settle.
+"""The request lifecycle: parse, find candidates, schedule, account.
 
 ``route`` turns a complete request into a routing decision (or raises a RouterError that becomes
-an immediate response). It counts the request in flight on the chosen endpoint. ``settle``
-releases it when the exchange ends, however it ends: response complete, client gone, stream
-broken. A record settles exactly once, so in-flight counts never drift.
-
-Who says that a request ended depends on how the proxy is set up (``completion_source``):
-
-- ``stream``: the ext-proc stream, which in llm-d's settings stays open for the whole response.
-  When it ends, the request ended (``stream_ended`` settles).
-- ``access-log``: in our buffered bootstrap no response message reaches the ext-proc stream,
-  so it says nothing of the response's status, and when Envoy closes it is Envoy's choice
-  (1.40 waits for the end of the exchange; nothing promises it). Envoy's access log reports
-  the end and the status instead. The decision then carries a fresh ``x-llmd-exchange-id``;
-  the record waits, keyed by it, until its entry arrives (``ended``). A stream that ends before
-  its decision went out, or whose response was to pass through it (llm-d's settings), still
-  settles at once. A record whose entry never comes (Envoy died, or dropped log entries) is
-  released by ``sweep`` after ``max_pending_s``, so the in-flight count heals.
+an immediate response), and opens its record with ``settlement``, which charges it in flight
+and settles it, exactly once, when the exchange ends (``requestcontrol.settlement``).
 
 Order, as llm-d's director: request id → parser by path → parse (model, rewrite) → candidates
 (pool ∩ the proxy's subset hint; none → 503) → admission (a sheddable request, priority < 0, is
@@ -32,19 +18,17 @@ mixes two configurations in one decision.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import random
 import time
 import uuid
 from dataclasses import dataclass
 from time import perf_counter
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from llmd_router.datalayer.inflight import InFlightCharge
 from llmd_router.errors import Internal, ResourceExhausted, RouterError, ServiceUnavailable
-from llmd_router.framework import Completion, CycleState, SchedulingError
+from llmd_router.framework import CycleState, SchedulingError
 from llmd_router.headers import (
     CONTENT_LENGTH,
     DEBUG,
@@ -56,12 +40,13 @@ from llmd_router.headers import (
 )
 from llmd_router.parsing import request_path, rewrite_model
 from llmd_router.parsing.request import ApiKind
-from llmd_router.requestcontrol.exchange import Decision, Ended, Outcome
+from llmd_router.requestcontrol.exchange import Decision
 from llmd_router.requestcontrol.explain import DecisionLog, DecisionRecord, explanation_header
 from llmd_router.requestcontrol.objectives import ModelResources
+from llmd_router.requestcontrol.settlement import CompletionSource, RequestRecord, Settlement
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Mapping
 
     from llmd_router.datalayer.endpoints import Endpoint
     from llmd_router.datalayer.store import EndpointStore
@@ -71,29 +56,9 @@ if TYPE_CHECKING:
     from llmd_router.pipeline import Pipeline
     from llmd_router.types import Metadata
 
-__all__ = ["CompletionSource", "Director", "RequestRecord", "subset_hint"]
+__all__ = ["Director", "subset_hint"]
 
 _log = logging.getLogger(__name__)
-
-CompletionSource = Literal["stream", "access-log"]
-
-
-@dataclass(slots=True)
-class RequestRecord:
-    """What must be settled when a routed request ends."""
-
-    request_id: str
-    received_at: float
-    endpoint: Endpoint
-    model: tuple[str, str]
-    charges: tuple[InFlightCharge, ...] = ()  # what the request costs in the in-flight ledger
-    exchange_id: str = ""  # set when the access log, not the stream, is to report the end
-    settled: bool = False
-    # For the response hooks: the request (its body dropped), its result, and the
-    # configuration that routed it. None for requests routed without scheduling.
-    request: InferenceRequest | None = None
-    result: SchedulingResult | None = None
-    pipeline: Pipeline | None = None
 
 
 @dataclass(slots=True)
@@ -147,12 +112,14 @@ class Director:
         self._rng = rng or random.Random()
         self._clock = clock
         self._honour_subset = honour_subset_hint
-        self.completion_source: CompletionSource = completion_source
-        self._max_pending = max_pending_s
-        # Routed requests waiting for their access log entry, oldest first.
-        self._pending: dict[str, RequestRecord] = {}
-        self._exchange_prefix = f"{os.getpid():x}-{uuid.uuid4().hex[:8]}-"
-        self._exchange_ids = itertools.count()
+        # How routed requests end: their in-flight charges, metrics and response hooks.
+        self.settlement = Settlement(
+            store.inflight,
+            metrics,
+            clock=clock,
+            completion_source=completion_source,
+            max_pending_s=max_pending_s,
+        )
 
     def route(
         self,
@@ -306,13 +273,11 @@ class Director:
         extra: list[tuple[str, str]],
         charges: tuple[InFlightCharge, ...],
     ) -> RequestRecord:
-        """The routed request's record, charged to the in-flight ledger."""
-        self.store.inflight.charge(charges)
-        record = RequestRecord(request_id, received_at, endpoint, model, charges)
-        if self.completion_source == "access-log":
-            record.exchange_id = exchange_id = f"{self._exchange_prefix}{next(self._exchange_ids)}"
-            extra.append((EXCHANGE_ID, exchange_id))
-            self._pending[exchange_id] = record
+        """The routed request's record, charged in flight; with the access log reporting ends,
+        the decision carries the exchange id the log entry will name."""
+        record = self.settlement.open(request_id, received_at, endpoint, model, charges)
+        if record.exchange_id:
+            extra.append((EXCHANGE_ID, record.exchange_id))
         return record
 
     def _apply_resources(self, request: InferenceRequest) -> InferenceRequest:
@@ -405,98 +370,6 @@ class Director:
     def internal_error(self) -> None:
         """A bug surfaced while routing: count it (the stream answers 500)."""
         self.metrics.failed(("", ""), "Internal", "default-flow", 0)
-
-    def stream_ended(self, record: RequestRecord, outcome: Outcome) -> None:
-        """The ext-proc stream of a routed request ended: settle now, unless the access log
-        will say when the request ends: the decision went out, and the response was not to
-        pass through this stream (Envoy announced response body mode NONE, or nothing) and did
-        not, as in our buffered bootstrap."""
-        if (
-            self.completion_source == "access-log"
-            and outcome.decided
-            and not outcome.response_on_stream
-            and outcome.response_status is None
-        ):
-            return
-        self.settle(record, outcome)
-
-    def ended(self, ends: Iterable[Ended]) -> None:
-        """Entries of the proxy's access log: settle the requests they name. Entries for
-        requests already settled, or unknown here (routed by an earlier process), are ignored."""
-        for end in ends:
-            record = self._pending.get(end.exchange_id)
-            if record is not None:
-                self.settle(
-                    record, Outcome(response_status=end.status, response_bytes=end.response_bytes)
-                )
-
-    @property
-    def pending(self) -> int:
-        """Routed requests waiting for their access log entry."""
-        return len(self._pending)
-
-    def sweep(self) -> int:
-        """Release requests whose access log entry is overdue (``max_pending_s``); how many."""
-        cutoff = self._clock() - self._max_pending
-        overdue: list[RequestRecord] = []
-        for record in self._pending.values():  # insertion order: oldest first
-            if record.received_at > cutoff:
-                break
-            overdue.append(record)
-        self._release(overdue)
-        if overdue:
-            _log.warning(
-                "released %d requests whose end the proxy never reported within %gs",
-                len(overdue),
-                self._max_pending,
-            )
-        return len(overdue)
-
-    def abandon_pending(self) -> int:
-        """The proxy restarted: the requests it carried are gone; release them all."""
-        return self._release(list(self._pending.values()))
-
-    def _release(self, records: list[RequestRecord]) -> int:
-        """Settle requests whose end will never be reported, with nothing known of it."""
-        for record in records:
-            self.settle(record, Outcome())
-        return len(records)
-
-    def settle(self, record: RequestRecord, outcome: Outcome) -> None:
-        """The exchange of a routed request ended. Idempotent."""
-        if record.settled:
-            return
-        record.settled = True
-        if record.exchange_id:
-            self._pending.pop(record.exchange_id, None)
-        self.store.inflight.refund(record.charges)
-        usage = outcome.usage
-        self.metrics.finished(
-            record.model,
-            self._clock() - record.received_at,
-            outcome.response_bytes,
-            usage.prompt_tokens if usage else None,
-            usage.completion_tokens if usage else None,
-            usage.cached_tokens if usage else None,
-        )
-        status = outcome.response_status
-        if status is not None and not 200 <= status < 300:
-            self.metrics.failed(record.model, "ModelServerError", "default-flow", 0)
-        if record.pipeline is not None and record.request is not None and record.result:
-            completion = Completion(
-                status=status,
-                usage=usage,
-                response_bytes=outcome.response_bytes,
-                duration_s=self._clock() - record.received_at,
-            )
-            for hook, observe in record.pipeline.response_complete:
-                started = perf_counter()
-                try:
-                    hook.response_complete(record.request, record.result, completion)
-                except Exception:  # noqa: BLE001  settling must finish whatever a hook does
-                    _log.exception("response hook %r failed", hook.name)
-                observe(perf_counter() - started)
-            record.request = record.result = record.pipeline = None
 
 
 def _response_model(request: InferenceRequest) -> tuple[str, str] | None:

@@ -249,7 +249,7 @@ class ExtProcHarness:
             host="127.0.0.1",
             port=0,
             health_port=0,
-            access_log=AccessLogServicer(director),
+            access_log=AccessLogServicer(director.settlement),
         )
         self._client: ExtProcClient | None = None
 

@@ -180,8 +180,8 @@ def test_least_in_flight_spreads_and_settling_releases_exactly_once():
     producer = d.pipeline.plugins["inflight-load-producer"].instance
     assert sample(d, "llm_d_epp_request_running", model_name="m") == 9
     for record in records:
-        d.settle(record, Outcome(decided=True))
-        d.settle(record, Outcome(decided=True))  # a second settle changes nothing
+        d.settlement.settle(record, Outcome(decided=True))
+        d.settlement.settle(record, Outcome(decided=True))  # a second settle changes nothing
     assert len(d.store.inflight) == 0
     assert producer.statistics()["endpoints"] == []  # the one ledger the producer reads
     assert sample(d, "llm_d_epp_request_running", model_name="m") == 0
@@ -222,7 +222,7 @@ def test_ties_are_broken_at_random():
     for _ in range(300):
         decision, record = route(d)
         chosen[decision.destination] += 1
-        d.settle(record, Outcome())
+        d.settlement.settle(record, Outcome())
     assert len(chosen) == 3 and min(chosen.values()) > 60
 
 
@@ -244,7 +244,7 @@ def test_a_bodyless_request_goes_to_any_endpoint():
 def test_usage_and_status_are_recorded_when_settled():
     d = director()
     _, record = route(d)
-    d.settle(
+    d.settlement.settle(
         record,
         Outcome(
             decided=True,
@@ -259,7 +259,7 @@ def test_usage_and_status_are_recorded_when_settled():
         == 20
     )
     _, record = route(d)
-    d.settle(record, Outcome(decided=True, response_status=503))
+    d.settlement.settle(record, Outcome(decided=True, response_status=503))
     assert (
         sample(
             d,
@@ -282,8 +282,8 @@ def test_stream_mode_settles_when_the_stream_ends():
     d = director()
     decision, record = route(d)
     assert not any(k == "x-llmd-exchange-id" for k, _ in decision.set_headers)
-    d.stream_ended(record, Outcome(decided=True))
-    assert inflight(d) == [0, 0, 0] and d.pending == 0
+    d.settlement.stream_ended(record, Outcome(decided=True))
+    assert inflight(d) == [0, 0, 0] and d.settlement.pending == 0
 
 
 def test_access_log_mode_waits_for_the_proxy_to_report_the_end():
@@ -291,10 +291,11 @@ def test_access_log_mode_waits_for_the_proxy_to_report_the_end():
     decision, record = route(d)
     (exchange_id,) = [v for k, v in decision.set_headers if k == "x-llmd-exchange-id"]
     assert exchange_id == record.exchange_id
-    d.stream_ended(record, Outcome(decided=True))  # Envoy closes the stream after routing
-    assert sum(inflight(d)) == 1 and d.pending == 1
-    d.ended([Ended("someone-else", 200), Ended(exchange_id, 503, 120)])
-    assert inflight(d) == [0, 0, 0] and d.pending == 0
+    # Envoy closes the stream after routing:
+    d.settlement.stream_ended(record, Outcome(decided=True))
+    assert sum(inflight(d)) == 1 and d.settlement.pending == 1
+    d.settlement.ended([Ended("someone-else", 200), Ended(exchange_id, 503, 120)])
+    assert inflight(d) == [0, 0, 0] and d.settlement.pending == 0
     labels = {
         "model_name": "m",
         "target_model_name": "m",
@@ -303,7 +304,7 @@ def test_access_log_mode_waits_for_the_proxy_to_report_the_end():
         "priority": "0",
     }
     assert sample(d, "llm_d_epp_request_error_total", **labels) == 1
-    d.ended([Ended(exchange_id, 200)])  # reported twice: nothing changes
+    d.settlement.ended([Ended(exchange_id, 200)])  # reported twice: nothing changes
     assert inflight(d) == [0, 0, 0]
 
 
@@ -312,7 +313,7 @@ def test_access_log_mode_exchange_ids_are_unique_and_bodyless_requests_get_one()
     ids = {route(d)[1].exchange_id for _ in range(5)}
     _, bodyless = route(d, body=b"", headers={":path": "/v1/models"}, has_body=False)
     ids.add(bodyless.exchange_id)
-    assert len(ids) == 6 and all(ids) and d.pending == 6
+    assert len(ids) == 6 and all(ids) and d.settlement.pending == 6
 
 
 @pytest.mark.parametrize(
@@ -327,8 +328,8 @@ def test_access_log_mode_exchange_ids_are_unique_and_bodyless_requests_get_one()
 def test_access_log_mode_settles_at_once_when_the_stream_knows(outcome: Outcome):
     d = director(completion_source="access-log")
     _, record = route(d)
-    d.stream_ended(record, outcome)
-    assert inflight(d) == [0, 0, 0] and d.pending == 0
+    d.settlement.stream_ended(record, outcome)
+    assert inflight(d) == [0, 0, 0] and d.settlement.pending == 0
 
 
 def test_overdue_requests_are_swept_and_a_proxy_restart_releases_all():
@@ -336,9 +337,9 @@ def test_overdue_requests_are_swept_and_a_proxy_restart_releases_all():
     d = director(completion_source="access-log", max_pending_s=10.0, clock=lambda: now[0])
     old = d.route(HEADERS, BODY, {}, has_body=True, received_at=85.0)[1]
     young = d.route(HEADERS, BODY, {}, has_body=True, received_at=95.0)[1]
-    assert d.sweep() == 1 and old.settled and not young.settled
-    assert d.pending == 1
-    assert d.abandon_pending() == 1 and d.pending == 0
+    assert d.settlement.sweep() == 1 and old.settled and not young.settled
+    assert d.settlement.pending == 1
+    assert d.settlement.abandon_pending() == 1 and d.settlement.pending == 0
     assert inflight(d) == [0, 0, 0]
 
 
@@ -435,8 +436,8 @@ def test_hooks_change_headers_and_see_the_end_even_after_a_reload():
     assert decision.response_headers == (("x-session-token", "tok"),)
     assert record.request is not None and record.request.body == b""  # payload not held
     d.pipeline = pipeline(f"plugins: [{{type: '{MODULE}:HeaderHook', name: new}}]\n")
-    d.settle(record, Outcome(decided=True, response_status=200))
-    d.settle(record, Outcome(decided=True, response_status=200))
+    d.settlement.settle(record, Outcome(decided=True, response_status=200))
+    d.settlement.settle(record, Outcome(decided=True, response_status=200))
     assert HeaderHook.completions == [("old", record.endpoint.name, 200)]
 
 
@@ -471,7 +472,7 @@ def test_every_plugin_call_is_timed_under_both_names():
     )
     d = Director(store, built, metrics)
     _, record = route(d)
-    d.settle(record, Outcome(decided=True))
+    d.settlement.settle(record, Outcome(decided=True))
     for point, kind, calls in [
         ("RequestParsing", "openai-parser", 1),
         ("DataProducer", "inflight-load-producer", 1),
