@@ -170,20 +170,28 @@ class TaskOwner:
     async def _supervise(
         self, loop: Loop, fn: LoopFn, started: asyncio.Future[None], killed: bool
     ) -> None:
-        try:
-            if killed:  # before it ever ran
-                if not await self._failed(loop, asyncio.CancelledError()):
-                    return
-                await asyncio.sleep(FIRST_BACKOFF_S)
-                loop.restarts += 1
-            await self._run(loop, fn, started)
-        except asyncio.CancelledError:  # stopped by its owner, or the router is stopping
-            loop.state = "stopped"
-            if not started.done():
-                started.cancel()
-            if self._loops.get(loop.name) is loop and not self._closing:
-                del self._loops[loop.name]  # an endpoint's loop is not kept once it left
-            raise
+        while True:
+            try:
+                if killed:  # outside fn: before it first ran, or while it waited to restart
+                    if not await self._failed(loop, asyncio.CancelledError()):
+                        return
+                    await asyncio.sleep(FIRST_BACKOFF_S)
+                    loop.restarts += 1
+                await self._run(loop, fn, started)
+                return
+            except asyncio.CancelledError:
+                if not (loop._stopping or self._closing):
+                    current = asyncio.current_task()
+                    if current is not None:
+                        current.uncancel()
+                    killed = True
+                    continue
+                loop.state = "stopped"  # by its owner, or the router is stopping
+                if not started.done():
+                    started.cancel()
+                if self._loops.get(loop.name) is loop and not self._closing:
+                    del self._loops[loop.name]  # an endpoint's loop is not kept once it left
+                raise
 
     async def _run(self, loop: Loop, fn: LoopFn, started: asyncio.Future[None]) -> None:
         backoff = FIRST_BACKOFF_S

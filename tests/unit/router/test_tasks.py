@@ -225,3 +225,22 @@ def test_nothing_in_the_router_starts_a_task_but_the_task_owner():
                 if name in spawning:
                     found.append(f"{path.relative_to(package)}:{node.lineno} {name}")
     assert found == []
+
+
+async def test_a_loop_killed_while_it_waits_to_restart_is_still_restarted():
+    runs: list[int] = []
+
+    async def flaky(ready: Ready) -> None:
+        runs.append(1)
+        ready()
+        if len(runs) == 1:
+            raise RuntimeError("first run fails")
+        await asyncio.Event().wait()
+
+    async with task_owner() as owner:
+        loop = owner.spawn("flaky", flaky)
+        await eventually(lambda: loop.state == "restarting")
+        assert loop.task is not None
+        loop.task.cancel()  # during its back-off
+        await eventually(lambda: len(runs) == 2 and loop.state == "running")
+        assert loop.restarts == 1 and "flaky" in owner.loops  # one restart was carried out
