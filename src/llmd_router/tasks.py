@@ -139,8 +139,9 @@ class TaskOwner:
         if self._closing:
             raise RuntimeError(f"cannot start {name!r}: the router is stopping")
         old = self._loops.get(name)
-        if old is not None and old.state not in ("given up", "stopped"):
+        if old is not None and old.state not in ("given up", "stopped") and not old._stopping:
             raise RuntimeError(f"a loop named {name!r} is already running")
+        # A loop being stopped may still be unwinding: the new one takes its name at once.
         loop = Loop(name, restart, on_given_up=on_given_up or self._on_given_up)
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._loops[name] = loop

@@ -244,3 +244,13 @@ async def test_a_loop_killed_while_it_waits_to_restart_is_still_restarted():
         loop.task.cancel()  # during its back-off
         await eventually(lambda: len(runs) == 2 and loop.state == "running")
         assert loop.restarts == 1 and "flaky" in owner.loops  # one restart was carried out
+
+
+async def test_a_name_is_free_again_as_soon_as_its_loop_is_told_to_stop():
+    async with task_owner() as owner:
+        first = owner.spawn("collect default/a", forever)
+        await asyncio.sleep(0)
+        first.cancel()
+        second = owner.spawn("collect default/a", forever)  # before the first has unwound
+        await eventually(lambda: first.state == "stopped")
+        assert owner.loops["collect default/a"] is second and second.state == "running"

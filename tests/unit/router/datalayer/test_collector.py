@@ -212,3 +212,15 @@ async def test_new_bindings_apply_and_unbound_sources_are_closed():
         renewed = FakeSource("renewed")
         collector.replace_bindings([bind(renewed)])  # watched endpoints are polled again
         await eventually(lambda: renewed.polls.get("default/a", 0) >= 1)
+
+
+async def test_an_endpoint_that_moves_to_a_new_address_is_polled_there():
+    source = FakeSource()
+    async with polling([bind(source, QueueExtractor())], interval_s=0.01) as pool:
+        pool.add("a", 8000)
+        await eventually(lambda: pool["a"].metrics.updated_at > 0)
+        pool.add("a", 8001)  # same id, another server: the old loop stops, a new one starts
+        assert pool["a"].key == "10.0.0.1:8001" and pool["a"].metrics.updated_at == 0
+        await eventually(lambda: pool["a"].metrics.updated_at > 0)
+        assert source.forgotten == ["default/a"]
+        assert pool.collector.statistics()["endpoints"] == 1
