@@ -88,6 +88,10 @@ def subset_hint(metadata: Metadata) -> list[str] | None:
 
 
 class Director:
+    """Routes requests over ``store``'s endpoints with ``pipeline`` (replaced on reload). The
+    pipeline's plugins must be bound to this store's ledger (``build_pipeline(...,
+    inflight=store.inflight)``): the counts they read are the ones routing charges."""
+
     def __init__(
         self,
         store: EndpointStore,
