@@ -127,6 +127,7 @@ def _pipeline(config: str | None, metrics: RouterMetrics, store: EndpointStore) 
         builtin_registry(),
         timer=metrics.plugin_timer,
         inflight=store.inflight,
+        pool=store,
     )
 
 

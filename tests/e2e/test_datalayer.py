@@ -7,6 +7,7 @@ router follows within a second, letting requests on a removed server finish."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import TYPE_CHECKING
 
@@ -31,11 +32,17 @@ def fresh_names(stack: Stack) -> set[str]:
 
 
 async def send(http: httpx.AsyncClient, stack: Stack, count: int) -> list[int]:
+    """``count`` requests, each with a prompt of its own: the default profile's prefix affinity
+    would send a repeated prompt back where it went, and these tests watch load spread."""
     statuses = []
     for _ in range(count):
-        response = await http.post(f"{stack.url}/v1/chat/completions", json=CHAT)
+        chat = {**CHAT, "messages": [{"role": "user", "content": f"hi {next(_PROMPTS)}"}]}
+        response = await http.post(f"{stack.url}/v1/chat/completions", json=chat)
         statuses.append(response.status_code)
     return statuses
+
+
+_PROMPTS = itertools.count()
 
 
 async def test_a_killed_server_gets_no_new_requests_after_one_staleness_period(

@@ -48,9 +48,17 @@ async def test_a_debug_request_gets_its_decision_explained(start_stack: StartSta
         candidates = explained["profiles"]["default"]["candidates"]
         assert {c["endpoint"] for c in candidates} == keys
         for candidate in candidates:
-            assert set(candidate["scores"]) == {"queue-scorer", "kv-cache-utilization-scorer"}
+            assert set(candidate["scores"]) == {
+                "queue-scorer",
+                "kv-cache-utilization-scorer",
+                "prefix-cache-scorer",
+            }
             raw, weighted = candidate["scores"]["queue-scorer"]
             assert weighted == pytest.approx(2 * raw)
+        # The same prompt a second time: it goes where the first went, which holds its prefix.
+        prefix = {c["endpoint"]: c["scores"]["prefix-cache-scorer"] for c in candidates}
+        assert prefix.pop(explained["endpoint"]) == [1.0, 3.0]
+        assert set(map(tuple, prefix.values())) == {(0.0, 0.0)}
 
         debug = f"http://127.0.0.1:{router.metrics_server.port}/debug"
         decisions = (await http.get(f"{debug}/decisions")).json()

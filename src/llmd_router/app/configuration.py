@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from llmd_router.config import LoadedConfig
     from llmd_router.datalayer.inflight import InFlightView
     from llmd_router.framework import Registry
+    from llmd_router.framework.capabilities import PoolView
     from llmd_router.framework.scheduler import PluginTimer
 
 __all__ = ["ConfigurationSource"]
@@ -34,11 +35,13 @@ class ConfigurationSource:
         *,
         timer: PluginTimer,
         inflight: InFlightView,
+        pool: PoolView,
     ) -> None:
         self._options = options
         self._registry = registry
         self._timer = timer
         self._inflight = inflight
+        self._pool = pool
         self.seen: Fingerprint = None  # the file's fingerprint when it was last read
 
     def load(self) -> LoadedConfig:
@@ -59,6 +62,7 @@ class ConfigurationSource:
             allow_experimental=self._options.allow_experimental_plugins,
             previous=previous,
             inflight=self._inflight,
+            pool=self._pool,
         )
         for note in pipeline.notes:
             _log.info("configuration %s: %s", loaded.source, note)

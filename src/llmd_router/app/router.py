@@ -73,6 +73,7 @@ class Router:
             builtin_registry(),
             timer=self.metrics.plugin_timer,
             inflight=self.store.inflight,
+            pool=self.store,
         )
         pipeline = self.configuration.build(previous=None)  # ConfigError: refuse to start
         self.resources = ModelResources()

@@ -6,8 +6,7 @@ documents after (or before) the ``EndpointPickerConfig``: ``InferenceObjective``
 ``InferenceModelRewrite`` resources, as Kubernetes writes them (``config/resources.py``).
 Plugin building and the system defaults (profile handler, picker, parsers) are the scheduler
 builder's job, where the plugin kinds are known. No configuration at all means
-``DEFAULT_CONFIG``: llm-d's default profile less its prefix-cache scorer, which this version does
-not have yet.
+``DEFAULT_CONFIG``: llm-d's default profile.
 """
 
 from __future__ import annotations
@@ -46,10 +45,11 @@ _log = logging.getLogger(__name__)
 DEFAULT_CONFIG: Final = f"""\
 apiVersion: {API_VERSION}
 kind: {KIND}
-# llm-d's default, less prefix-cache-scorer (weight 3), which arrives with prefix-cache routing.
+# llm-d's default profile (the approximate prefix producer is added for prefix-cache-scorer).
 plugins:
 - type: queue-scorer
 - type: kv-cache-utilization-scorer
+- type: prefix-cache-scorer
 schedulingProfiles:
 - name: default
   plugins:
@@ -57,6 +57,8 @@ schedulingProfiles:
     weight: 2
   - pluginRef: kv-cache-utilization-scorer
     weight: 2
+  - pluginRef: prefix-cache-scorer
+    weight: 3
 """
 
 # Gate -> default. Older gates are accepted and have no effect (llm-d removed them too).
@@ -100,8 +102,8 @@ def load_config(text: str | None, source: str = "--config-text") -> LoadedConfig
     """Decode a configuration. Empty or None text gives the default configuration."""
     if text is None or not text.strip():
         _log.info(
-            "no configuration given: using the default profile (queue-scorer 2, "
-            "kv-cache-utilization-scorer 2); llm-d's prefix-cache-scorer is not available yet"
+            "no configuration given: using llm-d's default profile (queue-scorer 2, "
+            "kv-cache-utilization-scorer 2, prefix-cache-scorer 3)"
         )
         return _decode(DEFAULT_CONFIG, "default configuration", is_default=True)
     return _decode(text, source, is_default=False)

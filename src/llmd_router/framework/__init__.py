@@ -11,6 +11,7 @@ from llmd_router.framework.capabilities import (
     HasStatistics,
     Parameterised,
     PluginHandle,
+    PoolView,
     Produces,
 )
 from llmd_router.framework.cycle import (
@@ -21,6 +22,7 @@ from llmd_router.framework.cycle import (
     InFlightLoad,
     PrefixMatch,
     RequestOutputs,
+    prefix_match_key,
 )
 from llmd_router.framework.interfaces import (
     Admitter,
@@ -77,6 +79,7 @@ __all__ = [
     "Plugin",
     "PluginHandle",
     "PluginType",
+    "PoolView",
     "PreRequest",
     "PrefixMatch",
     "Produces",
@@ -92,4 +95,5 @@ __all__ = [
     "Scorer",
     "Stability",
     "parse_params",
+    "prefix_match_key",
 ]

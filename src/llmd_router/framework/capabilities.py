@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping
+    from collections.abc import Collection, Mapping, Sequence
 
+    from llmd_router.datalayer.endpoints import Endpoint
     from llmd_router.datalayer.inflight import InFlightView
     from llmd_router.framework.cycle import DataKey
 
@@ -36,17 +37,26 @@ __all__ = [
     "HasStatistics",
     "Parameterised",
     "PluginHandle",
+    "PoolView",
     "Produces",
 ]
 
 
+class PoolView(Protocol):
+    """The pool's endpoints now (the endpoint store, read-only)."""
+
+    def all(self) -> Sequence[Endpoint]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class PluginHandle:
-    """What a plugin may reach when it is bound: the configuration's other plugins by name, and
-    the router's count of work in flight (read-only)."""
+    """What a plugin may reach when it is bound: the configuration's other plugins by name, the
+    router's count of work in flight, and the pool's endpoints (both read-only; ``pool`` is None
+    where no pool is served, as in ``check-config``)."""
 
     plugins: Mapping[str, object]
     inflight: InFlightView
+    pool: PoolView | None = None
 
 
 @runtime_checkable

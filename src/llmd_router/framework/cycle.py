@@ -29,6 +29,7 @@ __all__ = [
     "InFlightLoad",
     "PrefixMatch",
     "RequestOutputs",
+    "prefix_match_key",
 ]
 
 T = TypeVar("T")
@@ -104,4 +105,13 @@ class PrefixMatch:
 
 
 INFLIGHT_LOAD: Final[DataKey[Mapping[str, InFlightLoad]]] = DataKey("InFlightLoadKey")
-PREFIX_MATCH: Final[DataKey[Mapping[str, PrefixMatch]]] = DataKey("PrefixCacheMatchInfoKey")
+DEFAULT_PREFIX_PRODUCER: Final = "approx-prefix-cache-producer"
+
+
+def prefix_match_key(producer: str = "") -> DataKey[Mapping[str, PrefixMatch]]:
+    """The key a prefix producer writes its matches under, by the producer's name (llm-d's
+    ``PrefixCacheMatchInfoDataKey/<name>``); empty: the default producer's."""
+    return DataKey(f"PrefixCacheMatchInfoDataKey/{producer or DEFAULT_PREFIX_PRODUCER}")
+
+
+PREFIX_MATCH: Final = prefix_match_key()

@@ -49,6 +49,9 @@ class _Body(msgspec.Struct):
     items: Any = msgspec.UNSET
     max_tokens: Any = None
     max_completion_tokens: Any = None
+    tools: Any = None
+    instructions: Any = None
+    cache_salt: Any = None
 
 
 _DECODER: Final = msgspec.json.Decoder(_Body)
@@ -140,6 +143,9 @@ def parse_request(
         prompt=prompt,
         fairness_id=fairness_id,
         objective=objective,
+        tools=parsed.tools,
+        instructions=parsed.instructions if kind is ApiKind.RESPONSES else None,
+        cache_salt=parsed.cache_salt if isinstance(parsed.cache_salt, str) else None,
     )
     rewrite = control_header(headers, MODEL_REWRITE)
     if rewrite and rewrite != model:

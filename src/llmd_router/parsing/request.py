@@ -46,6 +46,10 @@ class InferenceRequest(msgspec.Struct, frozen=True):
     fairness_id: str = "default-flow"
     objective: str | None = None
     priority: int = 0
+    # Parts of the prompt other than messages / prompt / input, as sent (None: absent).
+    tools: Any = None  # chat and responses
+    instructions: Any = None  # responses
+    cache_salt: str | None = None  # vLLM's per-tenant prefix-cache salt
 
     @property
     def size(self) -> int:

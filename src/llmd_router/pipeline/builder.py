@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 
     from llmd_router.config import LoadedConfig
     from llmd_router.datalayer.inflight import InFlightView
+    from llmd_router.framework.capabilities import PoolView
     from llmd_router.framework.cycle import DataKey
     from llmd_router.framework.plugin import Registry
 
@@ -90,9 +91,11 @@ def build_pipeline(
     allow_experimental: bool = False,
     previous: Pipeline | None = None,
     inflight: InFlightView | None = None,
+    pool: PoolView | None = None,
 ) -> Pipeline:
     """Build and check everything ``loaded`` describes. Raises ConfigError. ``inflight`` is
-    the count of work in flight that plugins may read (a fresh, empty one when not given)."""
+    the count of work in flight that plugins may read (a fresh, empty one when not given), and
+    ``pool`` the endpoints served (none when not given)."""
     _check_gates(loaded)
     config = loaded.config
     b = PluginSet(loaded, registry, allow_experimental=allow_experimental, previous=previous)
@@ -107,7 +110,7 @@ def build_pipeline(
     saturation = _saturation(b)
     sources, discovery = bind_data_layer(b)
     _default_producers(b)
-    _bind(b, inflight if inflight is not None else InFlightLedger())
+    _bind(b, inflight if inflight is not None else InFlightLedger(), pool)
 
     def observed(point: str, built: BuiltPlugin) -> Observe:
         return timer(point, built.type, built.name)
@@ -308,8 +311,8 @@ def _consumed(plugin: object) -> tuple[DataKey[Any], ...]:
     return plugin.consumes if isinstance(plugin, Consumes) else ()
 
 
-def _bind(b: PluginSet, inflight: InFlightView) -> None:
-    handle = PluginHandle({name: x.instance for name, x in b.plugins.items()}, inflight)
+def _bind(b: PluginSet, inflight: InFlightView, pool: PoolView | None) -> None:
+    handle = PluginHandle({name: x.instance for name, x in b.plugins.items()}, inflight, pool)
     for built in b.plugins.values():
         if not isinstance(built.instance, Binds):
             continue

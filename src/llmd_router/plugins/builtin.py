@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from llmd_router.framework import INFLIGHT_LOAD, Registry
+from llmd_router.framework import INFLIGHT_LOAD, PREFIX_MATCH, Registry
 from llmd_router.plugins.admitters.probabilistic_admitter import (
     ProbabilisticAdmitter,
 )
@@ -35,6 +35,9 @@ from llmd_router.plugins.parsers.passthrough_parser import PassthroughParser
 from llmd_router.plugins.pickers.max_score_picker import MaxScorePicker
 from llmd_router.plugins.pickers.random_picker import RandomPicker
 from llmd_router.plugins.pickers.weighted_random_picker import WeightedRandomPicker
+from llmd_router.plugins.producers.approx_prefix_cache_producer import (
+    ApproxPrefixCacheProducer,
+)
 from llmd_router.plugins.producers.inflight_load_producer import (
     InFlightLoadProducer,
 )
@@ -54,6 +57,7 @@ from llmd_router.plugins.scorers.kv_cache_utilization_scorer import (
 from llmd_router.plugins.scorers.load_aware_scorer import LoadAwareScorer
 from llmd_router.plugins.scorers.lora_affinity_scorer import LoraAffinityScorer
 from llmd_router.plugins.scorers.no_hit_lru_scorer import NoHitLRUScorer
+from llmd_router.plugins.scorers.prefix_cache_scorer import PrefixCacheScorer
 from llmd_router.plugins.scorers.queue_scorer import QueueScorer
 from llmd_router.plugins.scorers.running_requests_size_scorer import (
     RunningRequestsSizeScorer,
@@ -73,8 +77,6 @@ _LATER: Final = "not implemented yet"
 
 # llm-d type -> why this version does not have it.
 UNAVAILABLE: Final = {
-    "prefix-cache-scorer": _PREFIX,
-    "approx-prefix-cache-producer": _PREFIX,
     "precise-prefix-cache-scorer": _PREFIX,
     "precise-prefix-cache-producer": _PREFIX,
     "burst-prefix-cache-producer": _PREFIX,
@@ -156,12 +158,14 @@ def register_builtin_plugins(registry: Registry) -> None:
         SessionAffinityScorer,
         NoHitLRUScorer,
         ContextLengthAware,
+        PrefixCacheScorer,
         # pickers
         MaxScorePicker,
         RandomPicker,
         WeightedRandomPicker,
         # request control
         InFlightLoadProducer,
+        ApproxPrefixCacheProducer,
         ProbabilisticAdmitter,
         # saturation detectors (also filters)
         UtilizationDetector,
@@ -176,6 +180,7 @@ def register_builtin_plugins(registry: Registry) -> None:
         registry.register(cls)
     registry.register(LabelSelectorFilter, aliases=("by-label-selector",))
     registry.default_producer(INFLIGHT_LOAD, InFlightLoadProducer.TYPE)
+    registry.default_producer(PREFIX_MATCH, ApproxPrefixCacheProducer.TYPE)
     for type_name, reason in UNAVAILABLE.items():
         registry.unavailable(type_name, reason)
 

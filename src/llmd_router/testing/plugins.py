@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from llmd_router.datalayer.endpoints import Endpoint
     from llmd_router.datalayer.inflight import InFlightCharge
+    from llmd_router.framework.capabilities import PoolView
     from llmd_router.framework.interfaces import Filter, Picker, SchedulingResult, Scorer
     from llmd_router.parsing.request import InferenceRequest
 
@@ -29,6 +30,7 @@ def make(
     *,
     plugins: Mapping[str, object] | None = None,
     inflight: InFlightLedger | None = None,
+    pool: PoolView | None = None,
     **parameters: Any,
 ) -> T:
     """Build plugin ``cls`` from its YAML ``parameters`` (camelCase keys, checked as a
@@ -39,7 +41,8 @@ def make(
     plugin = cls(plugin_name, params)  # type: ignore[call-arg]
     if isinstance(plugin, Binds):
         others = {plugin_name: plugin, **(plugins or {})}
-        plugin.bind(PluginHandle(others, inflight if inflight is not None else InFlightLedger()))
+        ledger = inflight if inflight is not None else InFlightLedger()
+        plugin.bind(PluginHandle(others, ledger, pool))
     return plugin
 
 

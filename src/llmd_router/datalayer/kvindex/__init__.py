@@ -6,6 +6,6 @@ block keys, chained so that a block's key stands for the whole prefix up to its 
 """
 
 from llmd_router.datalayer.kvindex.approx import ApproxPrefixIndex
-from llmd_router.datalayer.kvindex.hashing import chained_block_hashes
+from llmd_router.datalayer.kvindex.hashing import block_keys, root_key, token_bytes
 
-__all__ = ["ApproxPrefixIndex", "chained_block_hashes"]
+__all__ = ["ApproxPrefixIndex", "block_keys", "root_key", "token_bytes"]

@@ -110,6 +110,9 @@ class ApproxPrefixIndex:
                 if not held:
                     del holders[key]
 
+    def __contains__(self, endpoint: object) -> bool:
+        return endpoint in self._lrus
+
     def endpoints(self) -> list[str]:
         return list(self._lrus)
 

@@ -1,40 +1,61 @@
 """Chained block keys: a block's key stands for the whole prefix up to its end.
 
-``chained_block_hashes(data, root, chunk)`` cuts ``data`` into chunks of ``chunk`` bytes and
-keys each with xxhash64 over the chunk followed by the previous key (8 bytes, little-endian),
-starting from ``xxhash64(root)``. Two prompts share a key for block ``i`` only if they share
-everything up to the end of that block, and the root (the model, say). Pure.
+llm-d's scheme for approximate prefix matching, over a prompt's bytes (four to a token, as its
+token estimator packs them) or token ids (each as 4 bytes, little-endian):
+
+    root     = xxhash64(model ‖ cache_salt)
+    block_i  = the i-th run of ``block_tokens`` tokens (the last one may be shorter)
+    id_i     = xxhash64(block_i's bytes, zero-padded to whole tokens)
+    key_i    = xxhash64(LE64(id_i) ‖ LE64(key_{i-1})),   key_{-1} = root
+
+so two prompts share key ``i`` only if they share the model, the salt and every token up to the
+end of block ``i``. At most ``max_blocks`` keys are made; the rest of a longer prompt is not
+looked at. Pure.
 """
 
 from __future__ import annotations
 
+import sys
+from array import array
+from typing import Final
+
 import xxhash
 
-__all__ = ["chained_block_hashes"]
+__all__ = ["TOKEN_BYTES", "block_keys", "root_key", "token_bytes"]
 
+TOKEN_BYTES: Final = 4
 _xxh64 = xxhash.xxh64_intdigest
+_MASK: Final = 0xFFFFFFFF
 
 
-def chained_block_hashes(
-    data: bytes, root: bytes, chunk: int, *, max_blocks: int, partial: bool = True
-) -> list[int]:
-    """Keys of ``data``'s first ``max_blocks`` chunks of ``chunk`` bytes. Data shorter than one
-    chunk has none; the trailing partial chunk of longer data is keyed too unless ``partial``
-    is false."""
-    if chunk <= 0:
-        raise ValueError(f"chunk must be positive, got {chunk}")
-    size = len(data)
-    if size < chunk or max_blocks <= 0:
-        return []
-    end = min(size, max_blocks * chunk)
-    if not partial:
-        end -= end % chunk
+def root_key(model: str, cache_salt: str | None = None) -> int:
+    """The key every chain of ``model`` (and ``cache_salt``) starts from."""
+    return _xxh64(model.encode() + (cache_salt.encode() if cache_salt else b""))
+
+
+def token_bytes(tokens: list[int]) -> bytes:
+    """Token ids as llm-d hashes them: 4 bytes each, little-endian."""
+    packed = array("I", (t & _MASK for t in tokens))
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def block_keys(data: bytes, root: int, block_tokens: int, max_blocks: int) -> list[int]:
+    """The keys of ``data``'s blocks of ``block_tokens`` tokens (the last block may be
+    partial), at most ``max_blocks`` of them."""
+    if block_tokens <= 0:
+        raise ValueError(f"block_tokens must be positive, got {block_tokens}")
+    chunk = block_tokens * TOKEN_BYTES
+    end = min(len(data), max_blocks * chunk) if max_blocks > 0 else 0
     view = memoryview(data)
     keys: list[int] = []
-    previous = _xxh64(root)
+    previous = root
     for start in range(0, end, chunk):
-        previous = _xxh64(
-            bytes(view[start : min(start + chunk, end)]) + previous.to_bytes(8, "little")
-        )
+        block = bytes(view[start : min(start + chunk, end)])
+        if len(block) % TOKEN_BYTES:
+            block += bytes(TOKEN_BYTES - len(block) % TOKEN_BYTES)
+        identity = _xxh64(block)
+        previous = _xxh64(identity.to_bytes(8, "little") + previous.to_bytes(8, "little"))
         keys.append(previous)
     return keys

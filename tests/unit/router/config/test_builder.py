@@ -40,7 +40,7 @@ def test_the_default_configuration_runs_llm_ds_default_profile():
     pipeline = build(None)
     assert profile_shape(pipeline) == (
         [],
-        [("queue-scorer", 2.0), ("kv-cache-utilization-scorer", 2.0)],
+        [("queue-scorer", 2.0), ("kv-cache-utilization-scorer", 2.0), ("prefix-cache-scorer", 3.0)],
         "max-score-picker",
     )
     assert pipeline.scheduler.handler.name == "single-profile-handler"
@@ -48,6 +48,7 @@ def test_the_default_configuration_runs_llm_ds_default_profile():
     assert pipeline.saturation.name == "utilization-detector"
     injected = sorted(n for n, b in pipeline.plugins.items() if b.injected)
     assert injected == [
+        "approx-prefix-cache-producer",  # what prefix-cache-scorer reads
         "core-metrics-extractor",
         "max-score-picker",
         "metrics-data-source",
@@ -100,8 +101,8 @@ def test_a_deprecated_alias_works_and_warns(caplog: pytest.LogCaptureFixture):
         ("plugins: [{type: nope-scorer}]\n", "available types: "),
         ("plugins: [{type: nope-scorer}]\n", "'package.module:Class'"),
         (
-            "plugins: [{type: prefix-cache-scorer}]\n",
-            "type 'prefix-cache-scorer' is not available in this version "
+            "plugins: [{type: precise-prefix-cache-scorer}]\n",
+            "type 'precise-prefix-cache-scorer' is not available in this version "
             "(arrives with prefix-cache routing)",
         ),
         (
@@ -255,8 +256,13 @@ def test_the_default_pipeline_schedules():
     assert result.targets[0] in endpoints
     trace = result.profiles["default"].trace
     assert trace is not None
-    assert [name for name, _, _ in trace.scorers] == ["queue-scorer", "kv-cache-utilization-scorer"]
-    assert list(trace.totals) == [4.0, 4.0, 4.0]  # idle endpoints: 2*1 + 2*(1-0)
+    assert [name for name, _, _ in trace.scorers] == [
+        "queue-scorer",
+        "kv-cache-utilization-scorer",
+        "prefix-cache-scorer",
+    ]
+    # Idle endpoints, no prefix seen: 2*1 + 2*(1-0) + 3*0 (nothing produced in this cycle).
+    assert list(trace.totals) == [4.0, 4.0, 4.0]
 
 
 DISAGG = (

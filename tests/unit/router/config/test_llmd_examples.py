@@ -14,11 +14,11 @@ EXAMPLES = Path(__file__).parents[3] / "data" / "llm-d-configs"
 
 # file -> None (loads) or the type the error must name
 EXPECTED = {
-    "epp-config.yaml": "prefix-cache-scorer",
-    "pd-epp-config.yaml": "prefix-cache-scorer",
+    "epp-config.yaml": None,
+    "pd-epp-config.yaml": None,
     "epp-precise-prefix-cache-config.yaml": "token-producer",
     "probabilistic-admitter-epp-config.yaml": None,
-    "default-config.yaml": "prefix-cache-scorer",
+    "default-config.yaml": None,
 }
 
 
@@ -49,3 +49,17 @@ def test_the_probabilistic_admitter_example_is_wired_as_written():
     assert pipeline.saturation.params.queue_depth_threshold == 999999999  # type: ignore[attr-defined]
     profile = pipeline.scheduler.profiles["default"]
     assert profile.picker[0].name == "random-picker"
+
+
+def test_an_old_config_with_index_parameters_on_the_scorer_loads_with_the_producer_added(
+    caplog: pytest.LogCaptureFixture,
+):
+    pipeline = build_pipeline(load_config_file(EXAMPLES / "pd-epp-config.yaml"), builtin_registry())
+    producer = pipeline.plugins["approx-prefix-cache-producer"]
+    assert producer.injected  # what the scorer and the prefix-based decider read
+    assert (
+        "maxPrefixBlocksToMatch, lruCapacityPerServer belong to approx-prefix-cache-producer"
+        in (caplog.text)
+    )
+    assert [p.name for p, _ in pipeline.pre_request][:1] == ["disagg-profile-handler"]
+    assert "approx-prefix-cache-producer" in [p.name for p, _ in pipeline.pre_request]

@@ -21,18 +21,20 @@ if TYPE_CHECKING:
 HEAD = f"apiVersion: {API_VERSION}\nkind: EndpointPickerConfig\n"
 
 
-def test_no_configuration_is_the_default_profile_without_prefix_cache():
+def test_no_configuration_is_llm_ds_default_profile():
     for text in (None, "", "  \n"):
         loaded = load_config(text)
         assert loaded.is_default
         assert [p.type for p in loaded.config.plugins] == [
             "queue-scorer",
             "kv-cache-utilization-scorer",
+            "prefix-cache-scorer",
         ]
         (profile,) = loaded.config.scheduling_profiles
         assert [(r.plugin_ref, r.weight) for r in profile.plugins] == [
             ("queue-scorer", 2),
             ("kv-cache-utilization-scorer", 2),
+            ("prefix-cache-scorer", 3),
         ]
 
 

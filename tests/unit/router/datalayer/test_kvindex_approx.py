@@ -2,50 +2,65 @@
 
 from __future__ import annotations
 
+import struct
+
 import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmd_router.datalayer.kvindex import ApproxPrefixIndex, chained_block_hashes
+from llmd_router.datalayer.kvindex import ApproxPrefixIndex, block_keys, root_key, token_bytes
 
 
-def reference_keys(data: bytes, root: bytes, chunk: int, max_blocks: int) -> list[int]:
-    """The same chain written another way: a streaming hasher per block."""
-    if len(data) < chunk:
-        return []
-    data = data[: max_blocks * chunk]
-    previous = xxhash.xxh64(root).intdigest()
+def reference_keys(data: bytes, model: str, block_tokens: int, max_blocks: int) -> list[int]:
+    """llm-d's chain written another way: pseudo-tokens unpacked and packed back with struct."""
+    data = data[: max_blocks * block_tokens * 4]
+    data += bytes(-len(data) % 4)
+    tokens = list(struct.unpack(f"<{len(data) // 4}I", data))
+    previous = xxhash.xxh64(model.encode()).intdigest()
     keys = []
-    for start in range(0, len(data), chunk):
-        h = xxhash.xxh64()
-        h.update(data[start : start + chunk])
-        h.update(previous.to_bytes(8, "little"))
-        previous = h.intdigest()
+    for start in range(0, len(tokens), block_tokens):
+        block = tokens[start : start + block_tokens]
+        identity = xxhash.xxh64(struct.pack(f"<{len(block)}I", *block)).intdigest()
+        previous = xxhash.xxh64(struct.pack("<QQ", identity, previous)).intdigest()
         keys.append(previous)
     return keys
 
 
 def test_golden_keys():
-    keys = chained_block_hashes(b"abcdefghij", b"model", 4, max_blocks=10)
-    assert keys == reference_keys(b"abcdefghij", b"model", 4, 10)
-    assert len(keys) == 3  # "abcd", "efgh", and the partial "ij"
-    assert keys == [5859998386156947928, 2089593944191618306, 17934079228563140155]  # frozen
-    assert chained_block_hashes(b"abc", b"model", 4, max_blocks=10) == []  # under one block
-    assert len(chained_block_hashes(b"abcdefghij", b"m", 4, max_blocks=10, partial=False)) == 2
-    assert len(chained_block_hashes(b"x" * 100, b"m", 4, max_blocks=5)) == 5
+    root = root_key("m")
+    keys = block_keys(b"abcdefghij", root, 1, max_blocks=10)  # one token (4 bytes) per block
+    assert keys == reference_keys(b"abcdefghij", "m", 1, 10)
+    assert len(keys) == 3  # "abcd", "efgh", and "ij" padded to a whole token
+    assert keys == [9720019493803011447, 8157108557804683162, 263918508463884897]  # frozen
+    assert len(block_keys(b"ab", root, 16, max_blocks=10)) == 1  # under one block: one key
+    assert block_keys(b"", root, 16, max_blocks=10) == []
+    assert len(block_keys(b"x" * 100, root, 1, max_blocks=5)) == 5
+    assert block_keys(b"x" * 100, root, 1, max_blocks=0) == []
+    assert root_key("m", "salt") != root and root_key("m", "") == root
 
 
-@given(st.binary(max_size=300), st.binary(max_size=300), st.integers(1, 64), st.integers(0, 20))
-def test_a_key_stands_for_the_whole_prefix_up_to_its_block(a, b, chunk, max_blocks):
-    ka = chained_block_hashes(a, b"root", chunk, max_blocks=max_blocks)
-    kb = chained_block_hashes(b, b"root", chunk, max_blocks=max_blocks)
-    assert ka == reference_keys(a, b"root", chunk, max_blocks)
+def test_token_ids_hash_as_their_little_endian_bytes():
+    tokens = [1, 2, 3, 70000, 5]
+    assert token_bytes(tokens) == struct.pack("<5I", *tokens)
+    as_ids = block_keys(token_bytes(tokens), root_key("m"), 2, max_blocks=8)
+    assert as_ids == reference_keys(struct.pack("<5I", *tokens), "m", 2, 8)
+
+
+@given(st.binary(max_size=300), st.binary(max_size=300), st.integers(1, 16), st.integers(0, 20))
+def test_a_key_stands_for_the_whole_prefix_up_to_its_block(a, b, block_tokens, max_blocks):
+    root = root_key("m")
+    ka = block_keys(a, root, block_tokens, max_blocks)
+    kb = block_keys(b, root, block_tokens, max_blocks)
+    assert ka == reference_keys(a, "m", block_tokens, max_blocks)
+    chunk = block_tokens * 4
     for i, (x, y) in enumerate(zip(ka, kb, strict=False)):
         prefix_a = a[: min((i + 1) * chunk, len(a))]
         prefix_b = b[: min((i + 1) * chunk, len(b))]
-        assert (x == y) == (prefix_a == prefix_b)
+        # Zero padding makes a partial block equal to its padded self: compare padded.
+        same = prefix_a + bytes(-len(prefix_a) % 4) == prefix_b + bytes(-len(prefix_b) % 4)
+        assert (x == y) == same
     if ka:
-        assert chained_block_hashes(a, b"other", chunk, max_blocks=max_blocks)[0] != ka[0]
+        assert block_keys(a, root_key("other"), block_tokens, max_blocks)[0] != ka[0]
 
 
 def test_match_counts_each_holder_until_no_endpoint_holds_a_key():

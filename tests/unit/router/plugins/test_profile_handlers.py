@@ -469,7 +469,7 @@ def test_prefix_based_decider_identity_and_errors():
                     },
                 ]
             ),
-            6,  # 22 bytes
+            7,  # 22 bytes, aligned to 24, and the image's placeholder token, as llm-d counts it
         ),
     ],
 )

@@ -10,20 +10,17 @@ Rules, in order (any "no" means decode-only):
 5. Yes iff ``tokens - match_blocks * block_size_tokens >= nonCachedTokens``.
 
 llm-d counts the tokens of its token producer, by default an estimator that packs 4 bytes into a
-token. This router has no token producer, so ``prompt_tokens`` makes the same estimate from the
-same bytes: a chat request's roles and text, a completion's prompt text (one count per string),
-token ids as given, and the JSON of other inputs. The placeholder tokens llm-d's estimator adds
-for images, audio and video are not counted.
+token. This router estimates the same way from the same bytes (``llmd_router.parsing.prompt``):
+a chat request's tools, roles and text (one placeholder token per media item), a completion's
+prompt text (one count per string), token ids as given, and the JSON of other inputs.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Final
-
-import msgspec
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmd_router.framework import PREFIX_MATCH, DataKey, Params, Plugin, Stability
-from llmd_router.parsing.request import ApiKind
+from llmd_router.parsing.prompt import estimated_tokens
 
 if TYPE_CHECKING:
     from llmd_router.datalayer.endpoints import Endpoint
@@ -31,8 +28,6 @@ if TYPE_CHECKING:
     from llmd_router.parsing.request import InferenceRequest
 
 __all__ = ["PrefixBasedPDDecider", "PrefixBasedPDDeciderParams", "prompt_tokens"]
-
-BYTES_PER_TOKEN: Final = 4
 
 
 class PrefixBasedPDDeciderParams(Params, frozen=True):
@@ -46,58 +41,9 @@ class PrefixBasedPDDeciderParams(Params, frozen=True):
             raise ValueError(f"promptTokens: must be >= 0, got {self.prompt_tokens}")
 
 
-def _packed(n_bytes: int) -> int:
-    return -(-n_bytes // BYTES_PER_TOKEN)
-
-
-def _is_token_ids(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and bool(value)
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    )
-
-
-def _chat_bytes(messages: list[Any]) -> int:
-    total = 0
-    for message in messages:
-        if not isinstance(message, dict):
-            continue
-        role, content = message.get("role"), message.get("content")
-        if isinstance(role, str):
-            total += len(role.encode())
-        if isinstance(content, str):
-            total += len(content.encode())
-        elif isinstance(content, list):
-            for block in content:
-                if not isinstance(block, dict) or block.get("type") != "text":
-                    continue  # media blocks: see the module docstring
-                text = block.get("text")
-                if isinstance(text, str):
-                    total += len(text.encode())
-    return total
-
-
 def prompt_tokens(request: InferenceRequest) -> int:
     """The prompt's estimated length in tokens (0 when there is no prompt to measure)."""
-    if request.messages is not None:
-        return _packed(_chat_bytes(request.messages))
-    prompt = request.prompt
-    if prompt is None:
-        return 0
-    if _is_token_ids(prompt):
-        return len(prompt)
-    if request.kind is ApiKind.COMPLETIONS:
-        if isinstance(prompt, str):
-            return _packed(len(prompt.encode()))
-        if isinstance(prompt, list):
-            return sum(_packed(len(s.encode())) for s in prompt if isinstance(s, str))
-        return 0
-    if request.kind is ApiKind.RESPONSES:
-        return _packed(len(msgspec.json.encode([{"input": prompt}])))
-    if request.kind in (ApiKind.EMBEDDINGS, ApiKind.CONVERSATIONS):
-        return _packed(len(msgspec.json.encode(prompt)))
-    return 0
+    return estimated_tokens(request)
 
 
 class PrefixBasedPDDecider(Plugin[PrefixBasedPDDeciderParams]):
