@@ -18,6 +18,7 @@ from llmd_router.framework import (
     ProfileResult,
     SchedulingResult,
     Stability,
+    prefix_match_key,
 )
 from llmd_router.parsing.request import ApiKind, InferenceRequest
 from llmd_router.plugins.scorers.no_hit_lru_scorer import NoHitLRUScorer
@@ -284,7 +285,9 @@ def test_no_hit_lru_identity():
     assert NoHitLRUScorer.TYPE == "no-hit-lru-scorer"
     assert NoHitLRUScorer.category is Category.DISTRIBUTION
     assert NoHitLRUScorer.STABILITY is Stability.BETA
-    assert NoHitLRUScorer.consumes == (PREFIX_MATCH,)
+    assert lru_scorer().consumes == (PREFIX_MATCH,)
+    named = NoHitLRUScorer("n", NoHitLRUScorer.Params(prefix_match_info_producer_name="burst"))
+    assert named.consumes == (prefix_match_key("burst"),)
 
 
 def test_warm_request_is_neutral_and_leaves_the_lru():

@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from llmd_router.datalayer.inflight import InFlightLedger
 from llmd_router.framework import (
     INFLIGHT_LOAD,
-    PREFIX_MATCH,
     Params,
     Plugin,
     Stability,
+    prefix_match_key,
 )
 
 if TYPE_CHECKING:
@@ -68,8 +68,7 @@ class InFlightLoadProducerParams(Params, frozen=True):
     add_estimated_output_tokens: bool = False
     output_ratio: float = 1.5
     max_estimated_output_tokens: int | None = None
-    # There is one PREFIX_MATCH key per cycle, so this selects nothing here; accepted so that
-    # llm-d configurations load.
+    # Whose prefix matches discount the cached part of the prompt (empty: the default producer).
     prefix_match_info_producer_name: str = ""
     # Accepted for llm-d configurations; there is no other replica to share counters with.
     sync_cross_replica_state: bool = True
@@ -114,6 +113,7 @@ class InFlightLoadProducer(Plugin[InFlightLoadProducerParams]):
     def __init__(self, name: str, params: InFlightLoadProducerParams) -> None:
         super().__init__(name, params)
         self._ledger: InFlightView = InFlightLedger()  # the router's, once bound
+        self._prefix = prefix_match_key(params.prefix_match_info_producer_name)
 
     def bind(self, handle: PluginHandle) -> None:
         self._ledger = handle.inflight
@@ -129,7 +129,7 @@ class InFlightLoadProducer(Plugin[InFlightLoadProducerParams]):
     ) -> None:
         input_tokens = estimate_input_tokens(request)
         output_tokens = self._output_tokens(input_tokens, request.max_tokens)
-        matches = cycle.get(PREFIX_MATCH) or {}
+        matches = cycle.get(self._prefix) or {}
         for name, profile in result.profiles.items():
             if not profile.targets:
                 continue

@@ -20,12 +20,12 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from llmd_router.framework import (
-    PREFIX_MATCH,
     Category,
     DataKey,
     Params,
     Plugin,
     Stability,
+    prefix_match_key,
 )
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class NoHitLRUParams(Params, frozen=True):
     prefix_plugin_type: str = "prefix-cache-scorer"  # deprecated in llm-d, never read
     prefix_plugin_name: str = "prefix-cache-scorer"  # deprecated in llm-d, never read
     lru_size: int = DEFAULT_LRU_SIZE  # <= 0: the default, as in llm-d
-    prefix_match_info_producer_name: str = ""  # accepted; one PREFIX_MATCH producer here
+    prefix_match_info_producer_name: str = ""  # whose matches tell a cold request (empty: default)
 
 
 class NoHitLRUScorer(Plugin[NoHitLRUParams]):
@@ -55,10 +55,11 @@ class NoHitLRUScorer(Plugin[NoHitLRUParams]):
     Params: ClassVar[type[Any]] = NoHitLRUParams
     STABILITY: ClassVar[Stability] = Stability.BETA
     category: ClassVar[Category] = Category.DISTRIBUTION
-    consumes: ClassVar[tuple[DataKey[Any], ...]] = (PREFIX_MATCH,)
 
     def __init__(self, name: str, params: NoHitLRUParams) -> None:
         super().__init__(name, params)
+        self._prefix = prefix_match_key(params.prefix_match_info_producer_name)
+        self.consumes: tuple[DataKey[Any], ...] = (self._prefix,)
         self._capacity = params.lru_size if params.lru_size > 0 else DEFAULT_LRU_SIZE
         self._lru: OrderedDict[str, None] = OrderedDict()  # endpoint id, least recent first
         self._cold: DataKey[bool] = DataKey(f"{self.TYPE}/{name}/cold")
@@ -73,7 +74,7 @@ class NoHitLRUScorer(Plugin[NoHitLRUParams]):
     def score(
         self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
     ) -> Sequence[float]:
-        matches = cycle.get(PREFIX_MATCH) or {}
+        matches = cycle.get(self._prefix) or {}
         cold = not any(
             (m := matches.get(e.key)) is not None and m.match_blocks > 0 for e in endpoints
         )
