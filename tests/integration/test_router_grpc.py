@@ -123,6 +123,39 @@ async def test_full_duplex_exchange_from_request_to_response(router: Router, cli
     assert tokens == 3
 
 
+async def test_the_first_response_chunk_releases_the_prompts_tokens():
+    config = (
+        "apiVersion: llm-d.ai/v1alpha1\nkind: EndpointPickerConfig\n"
+        "plugins: [{type: token-load-scorer}]\n"
+    )
+    router = local_router(config_text=config)
+    await router.start()
+    try:
+        async with ExtProcClient(f"127.0.0.1:{router.grpc.port}") as client:
+            call = client.call()
+            await call.send(request_headers(HEADERS))
+            await call.send(request_body(BODY, eos=True))
+            await call.recv()
+            await call.recv()
+            total = router.store.inflight.total
+            assert total().requests == 1 and total().tokens == 2  # "userhi"
+            await call.send(
+                response_headers({":status": "200", "content-type": "text/event-stream"})
+            )
+            await call.recv()
+            assert total().tokens == 2  # headers come before the prompt is computed
+            await call.send(response_body(b'data: {"choices":[]}\n\n', eos=False))
+            await call.recv()
+            assert total().requests == 1 and total().tokens == 0
+            await call.send(response_body(b"data: [DONE]\n\n", eos=True))
+            await call.recv()
+            assert await call.finished()
+            await settle(router)
+            assert total().requests == 0 and total().tokens == 0
+    finally:
+        await router.stop(0)
+
+
 async def test_buffered_exchange_decides_on_the_body(router: Router, client: ExtProcClient):
     call = client.call()
     await call.send(request_headers(HEADERS, mode="buffered", response_mode="none"))

@@ -6,7 +6,9 @@ the director's one request on the chosen endpoint, plus what data producers adde
 in-flight load producer's token estimates, and one request on the target of each other profile,
 such as a prefill endpoint). When the request settles (however it ends, exactly once) the same
 charges are refunded, so the counts return to zero when nothing is in flight, whatever the order
-of arrivals and ends. An endpoint with nothing in flight has no entry.
+of arrivals and ends. A charge may instead last until the response's first chunk (the prompt's
+tokens, computed by then, and a prefill endpoint's request): it is refunded then, and not again
+at the end. An endpoint with nothing in flight has no entry.
 
 Everything that needs the count reads this ledger: scorers and filters (through the in-flight
 load producer's per-request copy), saturation detectors, the debug pages. Writes happen only in
@@ -39,11 +41,13 @@ NOTHING: Final = InFlightLoad(requests=0, tokens=0)
 
 
 class InFlightCharge(msgspec.Struct, frozen=True):
-    """What one request costs one endpoint while it is in flight."""
+    """What one request costs one endpoint while it is in flight: until the request ends, or,
+    with ``until_first_chunk``, until its response's first chunk (its prompt is computed then)."""
 
     key: str  # the endpoint's ip:port
     requests: int = 0
     tokens: int = 0
+    until_first_chunk: bool = False
 
 
 class InFlightView(Protocol):

@@ -1,10 +1,11 @@
 """The ext-proc gRPC service: it pumps messages, and nothing else.
 
 Each stream: decode a message, feed the protocol, send what it answers; when the protocol needs a
-routing decision, ask the director and feed the answer back. Whatever ends the stream (response
-complete, immediate response, client gone, Envoy closing it, an error), ``finally`` tells the
-director, which releases the request's in-flight count exactly once: at once, or when the access
-log reports the request's end (``AccessLogServicer``).
+routing decision, ask the director and feed the answer back. The response's first body chunk
+releases what the request was charged until then (its prompt's tokens). Whatever ends the
+stream (response complete, immediate response, client gone, Envoy closing it, an error),
+``finally`` tells the director, which releases the request's in-flight count exactly once: at
+once, or when the access log reports the request's end (``AccessLogServicer``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from llmd_router.extproc.codec import (
     decode_access_logs,
     encode,
 )
-from llmd_router.extproc.events import NeedDecision
+from llmd_router.extproc.events import NeedDecision, ResponseBody
 from llmd_router.extproc.protocol import ExtProcStream
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ class ExtProcServicer(ExternalProcessorServicer):  # type: ignore[misc]
                 event = decode(message)
                 if event is None:
                     continue
+                if record is not None and record.early and isinstance(event, ResponseBody):
+                    self._director.settlement.first_chunk(record)
                 for action in stream.receive(event):
                     if isinstance(action, NeedDecision):
                         record, answers = self._decide(stream, action, received)

@@ -13,15 +13,19 @@ from llmd_router.framework.capabilities import (
     PluginHandle,
     PoolView,
     Produces,
+    Reads,
 )
 from llmd_router.framework.cycle import (
     INFLIGHT_LOAD,
     PREFIX_MATCH,
+    TOKENIZED_PROMPT,
+    UNCACHED_TOKENS,
     CycleState,
     DataKey,
     InFlightLoad,
     PrefixMatch,
     RequestOutputs,
+    TokenizedPrompt,
     prefix_match_key,
 )
 from llmd_router.framework.interfaces import (
@@ -56,6 +60,8 @@ from llmd_router.framework.plugin import (
 __all__ = [
     "INFLIGHT_LOAD",
     "PREFIX_MATCH",
+    "TOKENIZED_PROMPT",
+    "UNCACHED_TOKENS",
     "Admitter",
     "Binds",
     "Category",
@@ -86,6 +92,7 @@ __all__ = [
     "ProfileHandler",
     "ProfileResult",
     "ProfileTrace",
+    "Reads",
     "Registry",
     "RequestOutputs",
     "ResponseComplete",
@@ -94,6 +101,7 @@ __all__ = [
     "SchedulingResult",
     "Scorer",
     "Stability",
+    "TokenizedPrompt",
     "parse_params",
     "prefix_match_key",
 ]

@@ -6,6 +6,8 @@ when it is built:
 - ``Produces`` / ``Consumes``: the per-request data keys it writes or reads. A key that is
   consumed and produced by nobody gets its default producer (``Registry.default_producer``);
   producers are ordered so that each runs after the producers of what it consumes.
+- ``Reads``: keys it uses when they are there: producers are ordered after their producers too,
+  but no producer is created for them.
 - ``Binds``: it refers to other plugins (by name) or to the router's shared state; ``bind`` is
   called with a ``PluginHandle`` once every plugin of the configuration exists, at every build
   (start-up and each reload).
@@ -39,6 +41,7 @@ __all__ = [
     "PluginHandle",
     "PoolView",
     "Produces",
+    "Reads",
 ]
 
 
@@ -67,6 +70,11 @@ class Produces(Protocol):
 @runtime_checkable
 class Consumes(Protocol):
     consumes: tuple[DataKey[Any], ...]
+
+
+@runtime_checkable
+class Reads(Protocol):
+    reads: tuple[DataKey[Any], ...]
 
 
 @runtime_checkable

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Generic, TypeVar, cast
 
 from llmd_router.datalayer.inflight import InFlightCharge, InFlightLoad
+from llmd_router.parsing.prompt import TokenizedPrompt
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -24,11 +25,14 @@ if TYPE_CHECKING:
 __all__ = [
     "INFLIGHT_LOAD",
     "PREFIX_MATCH",
+    "TOKENIZED_PROMPT",
+    "UNCACHED_TOKENS",
     "CycleState",
     "DataKey",
     "InFlightLoad",
     "PrefixMatch",
     "RequestOutputs",
+    "TokenizedPrompt",
     "prefix_match_key",
 ]
 
@@ -65,10 +69,15 @@ class RequestOutputs:
     def set_response_header(self, name: str, value: str) -> None:
         self.response_headers[name] = value
 
-    def charge(self, key: str, *, requests: int = 0, tokens: int = 0) -> None:
+    def charge(
+        self, key: str, *, requests: int = 0, tokens: int = 0, until_first_chunk: bool = False
+    ) -> None:
         """Count ``requests`` and ``tokens`` in flight to endpoint ``key`` until the request
-        ends (the router releases them then, exactly once)."""
-        self.charges.append(InFlightCharge(key, requests, tokens))
+        ends, or with ``until_first_chunk`` until its response's first chunk reaches the router
+        (the end, when the response does not pass through it). The router releases them then,
+        exactly once. A charge of nothing is not recorded."""
+        if requests or tokens:
+            self.charges.append(InFlightCharge(key, requests, tokens, until_first_chunk))
 
     def charges_for(self, primary_key: str) -> tuple[InFlightCharge, ...]:
         """Everything a request routed to ``primary_key`` costs while in flight: one request
@@ -105,6 +114,10 @@ class PrefixMatch:
 
 
 INFLIGHT_LOAD: Final[DataKey[Mapping[str, InFlightLoad]]] = DataKey("InFlightLoadKey")
+TOKENIZED_PROMPT: Final[DataKey[TokenizedPrompt]] = DataKey("TokenizedPromptDataKey")
+# Per candidate: the prompt tokens it would have to compute (the prompt less the prefix it is
+# believed to hold), from the in-flight load producer.
+UNCACHED_TOKENS: Final[DataKey[Mapping[str, int]]] = DataKey("UncachedRequestTokensDataKey")
 DEFAULT_PREFIX_PRODUCER: Final = "approx-prefix-cache-producer"
 
 

@@ -11,7 +11,8 @@ counts agree with llm-d's approximate producer run without a tokenizer:
 - conversations: JSON of the items; embeddings: JSON of the input;
 - token ids (a completion's or an embedding's) are taken as they are.
 
-Each prompt is either ``bytes`` or a ``list[int]`` of token ids. Pure.
+Each prompt is either ``bytes`` or a ``list[int]`` of token ids. ``estimate`` makes the
+request's ``TokenizedPrompt`` from them without a tokenizer (llm-d's ``estimate`` backend). Pure.
 """
 
 from __future__ import annotations
@@ -26,13 +27,25 @@ from llmd_router.parsing.request import ApiKind
 if TYPE_CHECKING:
     from llmd_router.parsing.request import InferenceRequest
 
-__all__ = ["BYTES_PER_TOKEN", "Prompt", "estimated_tokens", "prompt_inputs"]
+__all__ = ["BYTES_PER_TOKEN", "Prompt", "TokenizedPrompt", "estimate", "prompt_inputs"]
 
 BYTES_PER_TOKEN: Final = 4
 _MEDIA: Final = ("image_url", "video_url", "input_audio", "audio_url")
 _encode = msgspec.json.encode
 
 Prompt = bytes | list[int]
+
+
+class TokenizedPrompt(msgspec.Struct, frozen=True):
+    """The request's prompts as tokens (several for a completion with a list of strings).
+
+    Each prompt is either token ids (``list[int]``) or, estimated, its bytes at four to a token
+    (``bytes``: hashing packs them as 32-bit pseudo-tokens, as llm-d's estimate does).
+    ``exact``: every prompt is token ids (the model's own tokens)."""
+
+    prompts: tuple[Prompt, ...]
+    token_count: int
+    exact: bool = False
 
 
 def _is_token_ids(value: Any) -> bool:
@@ -109,9 +122,15 @@ def prompt_inputs(request: InferenceRequest) -> list[Prompt]:
     return []
 
 
-def estimated_tokens(request: InferenceRequest) -> int:
-    """The prompt's length in tokens: token ids counted, bytes at four to a token."""
-    total = 0
-    for prompt in prompt_inputs(request):
-        total += len(prompt) if isinstance(prompt, list) else -(-len(prompt) // BYTES_PER_TOKEN)
-    return total
+def estimate(request: InferenceRequest) -> TokenizedPrompt:
+    """The request's prompts without a tokenizer: token ids as given, bytes at four to a token."""
+    prompts = tuple(prompt_inputs(request))
+    count = 0
+    exact = bool(prompts)
+    for prompt in prompts:
+        if isinstance(prompt, list):
+            count += len(prompt)
+        else:
+            count += -(-len(prompt) // BYTES_PER_TOKEN)
+            exact = False
+    return TokenizedPrompt(prompts, count, exact)

@@ -18,7 +18,7 @@ deterministic (configuration order wherever llm-d iterates a Go map):
    handler that names profiles (``ChecksProfiles``) check that they exist.
 4. Wire: profiles get their filters, weighted scorers and picker; every plugin of a
    request-control kind joins that list, whether or not a profile names it. Producers are
-   ordered so that each runs after the producers of what it consumes.
+   ordered so that each runs after the producers of what it consumes or reads.
 
 Any inconsistency is a ``ConfigError`` naming the plugin, profile or field. Building is also
 how a reload is validated: a pipeline that builds is complete. Given the previous pipeline, a
@@ -39,6 +39,7 @@ from llmd_router.framework.capabilities import (
     Consumes,
     PluginHandle,
     Produces,
+    Reads,
 )
 from llmd_router.framework.interfaces import (
     Admitter,
@@ -287,20 +288,29 @@ def _saturation(b: PluginSet) -> SaturationDetector:
 
 
 def _default_producers(b: PluginSet) -> None:
+    """A default producer for every consumed key nobody produces, and for what those consume
+    in turn (the prefix producer needs the token producer), until nothing is missing."""
     produced = {k for x in b.plugins.values() for k in _produced(x.instance)}
-    for built in list(b.plugins.values()):
-        for key in _consumed(built.instance):
-            if key in produced:
-                continue
-            type_name = b.registry.producer_for(key)
-            if type_name is None:
-                note = f"plugin {built.name!r} reads {key.name!r}, which nothing produces"
-                b.notes.append(note)
-                _log.warning("%s: it will never find any", note)
-                produced.add(key)  # say it once
-                continue
-            producer = b.ensure(type_name)
-            produced.update(_produced(producer.instance))
+    checked: set[str] = set()
+    while unchecked := [x for name, x in b.plugins.items() if name not in checked]:
+        checked.update(x.name for x in unchecked)
+        for built in unchecked:
+            _add_producers(b, built, produced)
+
+
+def _add_producers(b: PluginSet, built: BuiltPlugin, produced: set[DataKey[Any]]) -> None:
+    for key in _consumed(built.instance):
+        if key in produced:
+            continue
+        type_name = b.registry.producer_for(key)
+        if type_name is None:
+            note = f"plugin {built.name!r} reads {key.name!r}, which nothing produces"
+            b.notes.append(note)
+            _log.warning("%s: it will never find any", note)
+            produced.add(key)  # say it once
+            continue
+        producer = b.ensure(type_name)
+        produced.update(_produced(producer.instance))
 
 
 def _produced(plugin: object) -> tuple[DataKey[Any], ...]:
@@ -309,6 +319,10 @@ def _produced(plugin: object) -> tuple[DataKey[Any], ...]:
 
 def _consumed(plugin: object) -> tuple[DataKey[Any], ...]:
     return plugin.consumes if isinstance(plugin, Consumes) else ()
+
+
+def _read(plugin: object) -> tuple[DataKey[Any], ...]:
+    return plugin.reads if isinstance(plugin, Reads) else ()
 
 
 def _bind(b: PluginSet, inflight: InFlightView, pool: PoolView | None) -> None:
@@ -335,7 +349,8 @@ def _ordered_producers(b: PluginSet) -> list[BuiltPlugin]:
     done: set[str] = set()
     while pending:
         for x in pending:
-            needs = {m for k in _consumed(x.instance) for m in makers.get(k, ()) if m != x.name}
+            inputs = (*_consumed(x.instance), *_read(x.instance))
+            needs = {m for k in inputs for m in makers.get(k, ()) if m != x.name}
             if needs <= done:
                 ordered.append(x)
                 done.add(x.name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from llmd_router.framework import INFLIGHT_LOAD, PREFIX_MATCH, Registry
+from llmd_router.framework import INFLIGHT_LOAD, PREFIX_MATCH, TOKENIZED_PROMPT, Registry
 from llmd_router.plugins.admitters.probabilistic_admitter import (
     ProbabilisticAdmitter,
 )
@@ -30,6 +30,9 @@ from llmd_router.plugins.filters.decode_filter import DecodeFilter
 from llmd_router.plugins.filters.encode_filter import EncodeFilter
 from llmd_router.plugins.filters.label_selector_filter import LabelSelectorFilter
 from llmd_router.plugins.filters.prefill_filter import PrefillFilter
+from llmd_router.plugins.filters.prefix_cache_affinity_filter import (
+    PrefixCacheAffinityFilter,
+)
 from llmd_router.plugins.parsers.openai_parser import OpenAIParser
 from llmd_router.plugins.parsers.passthrough_parser import PassthroughParser
 from llmd_router.plugins.pickers.max_score_picker import MaxScorePicker
@@ -41,6 +44,7 @@ from llmd_router.plugins.producers.approx_prefix_cache_producer import (
 from llmd_router.plugins.producers.inflight_load_producer import (
     InFlightLoadProducer,
 )
+from llmd_router.plugins.producers.token_producer import TokenProducer
 from llmd_router.plugins.profilehandlers.disagg_profile_handler import (
     DisaggProfileHandler,
 )
@@ -80,10 +84,7 @@ UNAVAILABLE: Final = {
     "precise-prefix-cache-scorer": _PREFIX,
     "precise-prefix-cache-producer": _PREFIX,
     "burst-prefix-cache-producer": _PREFIX,
-    "prefix-cache-affinity-filter": _PREFIX,
     "p2p-source-producer": _PREFIX,
-    "token-producer": _PREFIX,
-    "tokenizer": _PREFIX,
     "global-strict-fairness-policy": _FLOW,
     "round-robin-fairness-policy": _FLOW,
     "program-aware-fairness": _FLOW,
@@ -147,6 +148,7 @@ def register_builtin_plugins(registry: Registry) -> None:
         PrefillFilter,
         EncodeFilter,
         ByLabelFilter,
+        PrefixCacheAffinityFilter,
         # scorers
         QueueScorer,
         KVCacheUtilizationScorer,
@@ -179,8 +181,10 @@ def register_builtin_plugins(registry: Registry) -> None:
     ):
         registry.register(cls)
     registry.register(LabelSelectorFilter, aliases=("by-label-selector",))
+    registry.register(TokenProducer, aliases=("tokenizer",))
     registry.default_producer(INFLIGHT_LOAD, InFlightLoadProducer.TYPE)
     registry.default_producer(PREFIX_MATCH, ApproxPrefixCacheProducer.TYPE)
+    registry.default_producer(TOKENIZED_PROMPT, TokenProducer.TYPE)
     for type_name, reason in UNAVAILABLE.items():
         registry.unavailable(type_name, reason)
 

@@ -2,7 +2,9 @@
 
 ``open`` records a routed request and charges it to the in-flight ledger. ``settle`` releases
 it when the exchange ends, however it ends: response complete, client gone, stream broken. A
-record settles exactly once, so in-flight counts never drift.
+record settles exactly once, so in-flight counts never drift. What was charged only until the
+response's first chunk (a prompt's tokens) is released by ``first_chunk`` when that chunk passes
+through the router, or with the rest when the response does not.
 
 Who says that a request ended depends on how the proxy is set up (``completion_source``):
 
@@ -61,6 +63,7 @@ class RequestRecord:
     endpoint: Endpoint
     model: tuple[str, str]
     charges: tuple[InFlightCharge, ...] = ()  # what the request costs in the in-flight ledger
+    early: tuple[InFlightCharge, ...] = ()  # of those, what its response's first chunk releases
     exchange_id: str = ""  # set when the access log, not the stream, is to report the end
     settled: bool = False
     # For the response hooks: the request (its body dropped), its result, and the
@@ -102,10 +105,20 @@ class Settlement:
         exchange id (``record.exchange_id``) and waits for the entry that names it."""
         self._inflight.charge(charges)
         record = RequestRecord(request_id, received_at, endpoint, model, charges)
+        if any(c.until_first_chunk for c in charges):
+            record.charges = tuple(c for c in charges if not c.until_first_chunk)
+            record.early = tuple(c for c in charges if c.until_first_chunk)
         if self.completion_source == "access-log":
             record.exchange_id = f"{self._exchange_prefix}{next(self._exchange_ids)}"
             self._pending[record.exchange_id] = record
         return record
+
+    def first_chunk(self, record: RequestRecord) -> None:
+        """The first chunk of the routed request's response passed through the router: its
+        prompt has been computed; release what was charged until then. Idempotent."""
+        if record.early and not record.settled:
+            self._inflight.refund(record.early)
+            record.early = ()
 
     def stream_ended(self, record: RequestRecord, outcome: Outcome) -> None:
         """The ext-proc stream of a routed request ended: settle now, unless the access log
@@ -171,6 +184,9 @@ class Settlement:
         if record.exchange_id:
             self._pending.pop(record.exchange_id, None)
         self._inflight.refund(record.charges)
+        if record.early:
+            self._inflight.refund(record.early)
+            record.early = ()
         usage = outcome.usage
         self.metrics.finished(
             record.model,

@@ -286,6 +286,31 @@ def test_stream_mode_settles_when_the_stream_ends():
     assert inflight(d) == [0, 0, 0] and d.settlement.pending == 0
 
 
+def tokens(d: Director) -> list[int]:
+    return [d.store.inflight.load(e.key).tokens for e in d.store.all()]
+
+
+@pytest.mark.parametrize("completion_source", ["stream", "access-log"])
+def test_a_prompts_tokens_are_released_at_the_first_chunk_the_request_at_the_end(
+    completion_source: str,
+):
+    d = director(
+        config="plugins: [{type: token-load-scorer}]\n", completion_source=completion_source
+    )
+    _, record = route(d)
+    assert sum(inflight(d)) == 1 and sum(tokens(d)) > 0  # "userhi": 2 tokens
+    d.settlement.first_chunk(record)
+    assert sum(inflight(d)) == 1 and sum(tokens(d)) == 0
+    d.settlement.first_chunk(record)  # once only
+    d.settlement.settle(record, Outcome(decided=True))
+    assert inflight(d) == [0, 0, 0] and tokens(d) == [0, 0, 0]
+    _, unseen = route(d)  # a response that never passes through the router
+    d.settlement.settle(unseen, Outcome(decided=True))
+    assert inflight(d) == [0, 0, 0] and tokens(d) == [0, 0, 0]
+    d.settlement.first_chunk(unseen)  # after the end: nothing more to release
+    assert tokens(d) == [0, 0, 0]
+
+
 def test_access_log_mode_waits_for_the_proxy_to_report_the_end():
     d = director(completion_source="access-log")
     decision, record = route(d)

@@ -62,7 +62,7 @@ def test_route_charges_what_the_router_charges():
     a = testing.endpoint(1)
     cycle = CycleState()
     res = testing.result(default=[a])
-    producer.pre_request(cycle, testing.request(size=400), res)
+    producer.pre_request(cycle, testing.request(prompt="x" * 400), res)
     charges = testing.route(ledger, cycle, res)
     assert ledger.load(a.key) == InFlightLoad(1, 100)
     ledger.refund(charges)

@@ -55,6 +55,7 @@ def test_the_default_configuration_runs_llm_ds_default_profile():
         "openai-parser",
         "passthrough-parser",
         "single-profile-handler",
+        "token-producer",  # what the prefix producer reads
         "utilization-detector",
     ]
 
@@ -80,7 +81,8 @@ def test_consumed_data_gets_its_default_producer():
     pipeline = build("plugins: [{type: active-request-scorer}]\n")
     assert "inflight-load-producer" in pipeline.plugins
     assert pipeline.plugins["inflight-load-producer"].injected
-    assert [p.name for p, _ in pipeline.producers] == ["inflight-load-producer"]
+    # ... and what that producer consumes in turn, run first.
+    assert [p.name for p, _ in pipeline.producers] == ["token-producer", "inflight-load-producer"]
     assert [p.name for p, _ in pipeline.pre_request] == ["inflight-load-producer"]
     assert [p.name for p, _ in pipeline.response_complete] == []  # the ledger releases
 

@@ -18,7 +18,7 @@ from llmd_router.framework import (
     prefix_match_key,
 )
 from llmd_router.parsing import parse_request
-from llmd_router.parsing.prompt import estimated_tokens, prompt_inputs
+from llmd_router.parsing.prompt import estimate, prompt_inputs
 from llmd_router.plugins.producers.approx_prefix_cache_producer import (
     PURGE_INTERVAL_S,
     ApproxPrefixCacheProducer,
@@ -67,12 +67,12 @@ def test_the_prompt_rendering_per_api():
     completion = parse_request("/v1/completions", {}, b'{"model":"m","prompt":["ab","cd"]}', "r")
     assert prompt_inputs(completion) == [b"ab", b"cd"]  # one prompt per string
     ids = parse_request("/v1/completions", {}, b'{"model":"m","prompt":[5,6,7]}', "r")
-    assert prompt_inputs(ids) == [[5, 6, 7]] and estimated_tokens(ids) == 3
+    assert prompt_inputs(ids) == [[5, 6, 7]] and estimate(ids).token_count == 3
     responses = parse_request(
         "/v1/responses", {}, b'{"model":"m","input":"hi","instructions":"be nice"}', "r"
     )
     assert prompt_inputs(responses) == [b'[{"instructions":"be nice"},{"input":"hi"}]']
-    assert estimated_tokens(c) == -(-len(prompt_inputs(c)[0]) // 4)
+    assert estimate(c).token_count == -(-len(prompt_inputs(c)[0]) // 4)
 
 
 def test_a_media_item_adds_an_aligned_placeholder_token():
@@ -99,7 +99,7 @@ def test_a_media_item_adds_an_aligned_placeholder_token():
         }
     )
     assert prompt_inputs(parse_request("/v1/chat/completions", {}, swapped, "r")) != [data]
-    assert estimated_tokens(one) == 4
+    assert estimate(one).token_count == 4
 
 
 def test_keys_are_rooted_in_the_model_and_the_cache_salt():

@@ -15,6 +15,7 @@ from llmd_router.datalayer.endpoints import Endpoint
 from llmd_router.datalayer.inflight import InFlightLedger
 from llmd_router.framework import (
     PREFIX_MATCH,
+    TOKENIZED_PROMPT,
     CycleState,
     Decider,
     NoParams,
@@ -438,7 +439,7 @@ def test_prefix_based_decider_reads_the_decode_endpoint_only():
 
 def test_prefix_based_decider_identity_and_errors():
     assert PrefixBasedPDDecider.TYPE == "prefix-based-pd-decider"
-    assert PrefixBasedPDDecider.consumes == (PREFIX_MATCH,)
+    assert PrefixBasedPDDecider.consumes == (PREFIX_MATCH, TOKENIZED_PROMPT)
     assert isinstance(prefix_decider({}), Decider)
     with pytest.raises(msgspec.ValidationError, match="nonCachedTokens: must be >= 0"):
         msgspec.convert({"nonCachedTokens": -1}, PrefixBasedPDDecider.Params)

@@ -15,6 +15,8 @@ from llmd_router.datalayer.inflight import InFlightCharge, InFlightLedger
 from llmd_router.framework import (
     INFLIGHT_LOAD,
     PREFIX_MATCH,
+    TOKENIZED_PROMPT,
+    UNCACHED_TOKENS,
     Admitter,
     Binds,
     CycleState,
@@ -27,13 +29,14 @@ from llmd_router.framework import (
     SaturationDetector,
     SchedulingResult,
     Stability,
+    TokenizedPrompt,
 )
 from llmd_router.plugins.admitters.probabilistic_admitter import (
     ProbabilisticAdmitter,
 )
 from llmd_router.plugins.producers.inflight_load_producer import (
     InFlightLoadProducer,
-    estimate_input_tokens,
+    input_tokens,
     uncached_input_tokens,
 )
 
@@ -48,7 +51,10 @@ def endpoint(i: int, **metrics) -> Endpoint:
 def request(
     size: int = 400, priority: int = 0, max_tokens: int | None = None, rid: str = "r"
 ) -> InferenceRequest:
-    return testing.request(size=size, priority=priority, max_tokens=max_tokens, request_id=rid)
+    """A completion whose prompt is ``size`` bytes: ``ceil(size / 4)`` tokens, estimated."""
+    return testing.request(
+        prompt="x" * size, priority=priority, max_tokens=max_tokens, request_id=rid
+    )
 
 
 result = testing.result
@@ -88,6 +94,11 @@ class Routing:
         self.producer.pre_request(cycle, r, res)
         return testing.route(self.ledger, cycle, res)
 
+    def first_chunk(self, charges: tuple[InFlightCharge, ...]) -> tuple[InFlightCharge, ...]:
+        """The response's first chunk: what was charged until then is refunded; the rest."""
+        self.ledger.refund(c for c in charges if c.until_first_chunk)
+        return tuple(c for c in charges if not c.until_first_chunk)
+
     def end(self, charges: tuple[InFlightCharge, ...]) -> None:
         self.ledger.refund(charges)
 
@@ -105,17 +116,24 @@ def test_producer_kinds_and_declarations():
     assert isinstance(p, Binds)  # it reads the router's ledger
     assert not isinstance(p, ResponseComplete)  # the router refunds what a request was charged
     assert not isinstance(p, SaturationDetector)
-    assert p.produces == (INFLIGHT_LOAD,)
-    assert p.consumes == ()
+    assert p.produces == (INFLIGHT_LOAD, UNCACHED_TOKENS)
+    assert p.consumes == (TOKENIZED_PROMPT,)  # the token producer is added for it
+    assert p.reads == (PREFIX_MATCH,)  # used when present; no prefix producer is added for it
     assert p.STABILITY is Stability.BETA
     assert p.TYPE == "inflight-load-producer"
 
 
 @pytest.mark.parametrize(
-    ("size", "tokens"), [(0, 0), (1, 1), (3, 1), (4, 1), (7, 1), (8, 2), (400, 100), (403, 100)]
+    ("size", "tokens"), [(0, 0), (1, 1), (3, 1), (4, 1), (5, 2), (8, 2), (400, 100), (403, 101)]
 )
-def test_input_tokens_are_a_quarter_of_the_body(size, tokens):
-    assert estimate_input_tokens(request(size)) == tokens
+def test_input_tokens_are_four_bytes_of_prompt_each(size, tokens):
+    assert input_tokens(CycleState(), request(size)) == tokens
+
+
+def test_input_tokens_are_the_token_producers_count():
+    cycle = CycleState()
+    cycle.put(TOKENIZED_PROMPT, TokenizedPrompt(([1, 2, 3],), 3, exact=True))
+    assert input_tokens(cycle, request(4000)) == 3
 
 
 @pytest.mark.parametrize(
@@ -147,7 +165,7 @@ def test_cached_prefix_is_discounted(match, input_tokens, uncached):
         ({"addEstimatedOutputTokens": True, "maxEstimatedOutputTokens": 90}, 400, 40, 100 + 40),
         ({"addEstimatedOutputTokens": True, "outputRatio": 0.5}, 20, None, 5 + 3),  # 2.5 -> 3
         ({"addEstimatedOutputTokens": True, "outputRatio": 0}, 400, None, 100),
-        ({"addEstimatedOutputTokens": True}, 0, None, 0),  # no body, no tokens
+        ({"addEstimatedOutputTokens": True}, 0, None, 0),  # no prompt, no tokens
     ],
 )
 def test_tokens_added_per_target(params, size, max_tokens, tokens):
@@ -196,6 +214,43 @@ def test_every_profile_counts_and_an_endpoint_in_two_profiles_counts_twice():
     assert routing.load(d.key) == InFlightLoad(0, 0)
 
 
+def test_prompt_tokens_end_at_the_first_chunk_and_requests_at_the_end():
+    routing = Routing()
+    d, p = endpoint(1), endpoint(2)
+    charges = routing.route(request(400), result(decode=(d,), prefill=(p,)))
+    assert (routing.load(d.key), routing.load(p.key)) == (
+        InFlightLoad(1, 100),
+        InFlightLoad(1, 100),
+    )
+    rest = routing.first_chunk(charges)
+    # The prompt is computed: its tokens leave both; the prefill endpoint has handed off.
+    assert (routing.load(d.key), routing.load(p.key)) == (InFlightLoad(1, 0), InFlightLoad(0, 0))
+    routing.end(rest)
+    assert routing.load(d.key) == routing.load(p.key) == InFlightLoad(0, 0)
+
+
+def test_with_the_output_estimate_only_the_prefill_endpoint_is_released_early():
+    routing = Routing(addEstimatedOutputTokens=True)
+    d, p = endpoint(1), endpoint(2)
+    charges = routing.route(request(400), result(decode=(d,), prefill=(p,)))
+    rest = routing.first_chunk(charges)
+    assert (routing.load(d.key), routing.load(p.key)) == (InFlightLoad(1, 250), InFlightLoad(0, 0))
+    routing.end(rest)
+    assert routing.load(d.key) == InFlightLoad(0, 0)
+
+
+def test_produce_writes_each_candidates_uncached_tokens():
+    routing = Routing(addEstimatedOutputTokens=True, maxEstimatedOutputTokens=10)
+    a, b = endpoint(1), endpoint(2)
+    cycle = CycleState()
+    cycle.put(TOKENIZED_PROMPT, TokenizedPrompt((b"x" * 400,), 100))
+    cycle.put(PREFIX_MATCH, {a.key: PrefixMatch(1, 2, 64)})  # a holds the first of two blocks
+    routing.producer.produce(cycle, request(0), [a, b])
+    # The partial last block counts whole (llm-d's formula): 64 uncached on a; the output
+    # estimate (capped at 10) on both.
+    assert cycle.get(UNCACHED_TOKENS) == {a.key: 64 + 10, b.key: 100 + 10}
+
+
 def test_release_is_exact_and_never_below_zero():
     routing = Routing()
     e = endpoint(1)
@@ -218,7 +273,7 @@ def test_a_request_never_routed_holds_nothing():
     cycle = CycleState()
     routing.producer.pre_request(cycle, request(400, rid="a"), result(default=(e,)))
     assert routing.load(e.key) == InFlightLoad(0, 0)  # hooks only say what routing will cost
-    assert cycle.outputs.charges == [InFlightCharge(e.key, requests=0, tokens=100)]
+    assert cycle.outputs.charges == [InFlightCharge(e.key, tokens=100, until_first_chunk=True)]
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -249,7 +304,7 @@ def test_counters_follow_outstanding_requests_and_return_to_zero(seed):
             else:
                 matches = {}
             charges = routing.route(r, res, cycle)
-            tokens_in = size // 4 if size >= 4 else min(size, 1)
+            tokens_in = -(-size // 4)
             tokens_out = 0
             if add_output and tokens_in:
                 tokens_out = (

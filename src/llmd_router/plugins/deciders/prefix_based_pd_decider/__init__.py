@@ -9,18 +9,25 @@ Rules, in order (any "no" means decode-only):
 4. No ``PREFIX_MATCH`` entry for the decode endpoint: no.
 5. Yes iff ``tokens - match_blocks * block_size_tokens >= nonCachedTokens``.
 
-llm-d counts the tokens of its token producer, by default an estimator that packs 4 bytes into a
-token. This router estimates the same way from the same bytes (``llmd_router.parsing.prompt``):
-a chat request's tools, roles and text (one placeholder token per media item), a completion's
-prompt text (one count per string), token ids as given, and the JSON of other inputs.
+``tokens`` is the token producer's count (``TOKENIZED_PROMPT``), as llm-d's: by default an
+estimate that packs 4 bytes into a token (``llmd_router.parsing.prompt``) of a chat request's
+tools, roles and text (one placeholder token per media item), a completion's prompt text (one
+count per string), token ids as given, and the JSON of other inputs.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from llmd_router.framework import PREFIX_MATCH, DataKey, Params, Plugin, Stability
-from llmd_router.parsing.prompt import estimated_tokens
+from llmd_router.framework import (
+    PREFIX_MATCH,
+    TOKENIZED_PROMPT,
+    DataKey,
+    Params,
+    Plugin,
+    Stability,
+)
+from llmd_router.parsing.prompt import estimate
 
 if TYPE_CHECKING:
     from llmd_router.datalayer.endpoints import Endpoint
@@ -41,9 +48,11 @@ class PrefixBasedPDDeciderParams(Params, frozen=True):
             raise ValueError(f"promptTokens: must be >= 0, got {self.prompt_tokens}")
 
 
-def prompt_tokens(request: InferenceRequest) -> int:
-    """The prompt's estimated length in tokens (0 when there is no prompt to measure)."""
-    return estimated_tokens(request)
+def prompt_tokens(request: InferenceRequest, cycle: CycleState | None = None) -> int:
+    """The prompt's length in tokens: the token producer's count, else the estimate (0 when
+    there is no prompt to measure)."""
+    tokens = cycle.get(TOKENIZED_PROMPT) if cycle is not None else None
+    return (tokens or estimate(request)).token_count
 
 
 class PrefixBasedPDDecider(Plugin[PrefixBasedPDDeciderParams]):
@@ -52,7 +61,7 @@ class PrefixBasedPDDecider(Plugin[PrefixBasedPDDeciderParams]):
     TYPE: ClassVar[str] = "prefix-based-pd-decider"
     Params: ClassVar[type[Any]] = PrefixBasedPDDeciderParams
     STABILITY: ClassVar[Stability] = Stability.BETA
-    consumes: ClassVar[tuple[DataKey[Any], ...]] = (PREFIX_MATCH,)
+    consumes: ClassVar[tuple[DataKey[Any], ...]] = (PREFIX_MATCH, TOKENIZED_PROMPT)
 
     def decide(
         self, cycle: CycleState, request: InferenceRequest, primary: Endpoint | None
@@ -60,7 +69,7 @@ class PrefixBasedPDDecider(Plugin[PrefixBasedPDDeciderParams]):
         threshold = self.params.non_cached_tokens
         if threshold == 0 or primary is None:
             return False
-        tokens = prompt_tokens(request)
+        tokens = prompt_tokens(request, cycle)
         minimum = self.params.prompt_tokens
         if (minimum > 0 and tokens < minimum) or tokens < threshold:
             return False

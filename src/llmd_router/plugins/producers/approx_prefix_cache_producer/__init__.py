@@ -1,10 +1,10 @@
 """``approx-prefix-cache-producer``: which candidates are believed to hold the request's prefix,
 from where this router sent earlier requests (llm-d's approximate prefix cache).
 
-Theory of operation. A request's prompt (``llmd_router.parsing.prompt``: bytes at four to a
-token, or token ids) is cut into blocks of ``B`` tokens and each block gets a chained key
-(``llmd_router.datalayer.kvindex.hashing``): a key stands for the whole prefix up to its block,
-rooted in the target model and the request's ``cache_salt``.
+Theory of operation. A request's prompt tokens (``TOKENIZED_PROMPT``, from the token producer:
+by default bytes at four to a token, or token ids) are cut into blocks of ``B`` tokens and each
+block gets a chained key (``llmd_router.datalayer.kvindex.hashing``): a key stands for the whole
+prefix up to its block, rooted in the target model and the request's ``cache_salt``.
 
 - ``produce`` matches the keys against the index: for each candidate, the blocks it is believed
   to hold (llm-d's walk: up to the first block no endpoint holds, every holder gains one), and
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from llmd_router.datalayer.kvindex import ApproxPrefixIndex, block_keys, root_key, token_bytes
 from llmd_router.framework import (
+    TOKENIZED_PROMPT,
     DataKey,
     Params,
     Plugin,
@@ -37,7 +38,7 @@ from llmd_router.framework import (
     Stability,
     prefix_match_key,
 )
-from llmd_router.parsing.prompt import prompt_inputs
+from llmd_router.parsing.prompt import estimate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from llmd_router.datalayer.endpoints import Endpoint
     from llmd_router.framework import CycleState, PluginHandle, SchedulingResult
     from llmd_router.framework.capabilities import PoolView
+    from llmd_router.parsing.prompt import TokenizedPrompt
     from llmd_router.parsing.request import InferenceRequest
 
 __all__ = ["ApproxPrefixCacheProducer", "ApproxPrefixCacheProducerParams", "request_keys"]
@@ -89,11 +91,17 @@ class ApproxPrefixCacheProducerParams(Params, frozen=True):
         return self.block_size_tokens
 
 
-def request_keys(request: InferenceRequest, block_tokens: int, max_blocks: int) -> list[list[int]]:
-    """The chained block keys of each of the request's prompts (empty prompts have none)."""
+def request_keys(
+    request: InferenceRequest,
+    block_tokens: int,
+    max_blocks: int,
+    tokens: TokenizedPrompt | None = None,
+) -> list[list[int]]:
+    """The chained block keys of each of the request's prompts (empty prompts have none), from
+    its ``tokens`` (by default, the estimate)."""
     root = root_key(request.target_model or request.model or "", request.cache_salt)
     keys = []
-    for prompt in prompt_inputs(request):
+    for prompt in (tokens or estimate(request)).prompts:
         data = prompt if isinstance(prompt, bytes) else token_bytes(prompt)
         chain = block_keys(data, root, block_tokens, max_blocks)
         if chain:
@@ -108,7 +116,7 @@ class ApproxPrefixCacheProducer(Plugin[ApproxPrefixCacheProducerParams]):
     TYPE: ClassVar[str] = "approx-prefix-cache-producer"
     Params: ClassVar[type[Any]] = ApproxPrefixCacheProducerParams
     STABILITY: ClassVar[Stability] = Stability.BETA
-    consumes: ClassVar[tuple[DataKey[Any], ...]] = ()
+    consumes: ClassVar[tuple[DataKey[Any], ...]] = (TOKENIZED_PROMPT,)
 
     def __init__(
         self,
@@ -162,7 +170,7 @@ class ApproxPrefixCacheProducer(Plugin[ApproxPrefixCacheProducerParams]):
     ) -> None:
         self._purge()
         size = self.block_size(endpoints)
-        keys = request_keys(request, size, self.max_blocks(size))
+        keys = request_keys(request, size, self.max_blocks(size), cycle.get(TOKENIZED_PROMPT))
         cycle.put(self._keys, keys)
         matched: dict[str, int] = {}
         total = 0

@@ -6,41 +6,50 @@ on the chosen endpoint, charged by the director for every request. This producer
 it knows:
 
 - ``produce`` copies the ledger's counts for the candidates into the cycle (``INFLIGHT_LOAD``),
-  which scorers, filters and detectors read.
+  and writes, per candidate, the tokens this request would cost it (``UNCACHED_TOKENS``): its
+  prompt less the prefix the candidate is believed to hold, plus the output estimate when
+  enabled. ``token-load-scorer`` adds them to the endpoint's load; the affinity filter's TTFT
+  estimate reads the load.
 - ``pre_request`` charges, to the first target of every profile in the result, the tokens the
   request is expected to cost that endpoint, and one request to the target of every profile but
   the primary one (the director charged that). An endpoint chosen by two profiles is counted
   twice, as llm-d counts it (its entries are per endpoint and profile).
-- Nothing is needed when the request ends: the router refunds exactly what the request was
-  charged, once, however it ends, so the counts return to zero whatever the order.
+- Release (llm-d's timing). Without the output estimate, the tokens are the prompt's, computed
+  by the time the response's first chunk comes: they are charged until then; so is the request
+  on the target of the ``prefill`` profile, which has handed off by then. With the output
+  estimate, only the ``prefill`` target's charge ends at the first chunk. Everything else ends
+  with the request. Where the response does not pass through the router (the access-log
+  completion source), the first chunk is not seen and all of it ends with the request. The
+  router refunds exactly what was charged, once, however the request ends.
 
 Token estimate (llm-d ``SimpleTokenEstimator`` and ``estimateRequestTokens``):
 
-    input    = max(body_bytes // 4, 1), or 0 for a request without a body
+    input    = the token producer's count (TOKENIZED_PROMPT; by default 4 bytes of the
+               rendered prompt to a token)
     indexed  = total_blocks * block_size
     uncached = (total_blocks - match_blocks) * block_size + max(input - indexed, 0)
                when the cycle has a PrefixMatch for the endpoint (block_size > 0), else input
     output   = min(round(input * outputRatio), max_tokens, maxEstimatedOutputTokens)
                when addEstimatedOutputTokens, else 0
     tokens   = uncached + output
-
-llm-d reads ``input`` from the tokenized prompt (0 when there is none); this router has no
-tokenizer, so it uses llm-d's earlier estimate from the request size.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from llmd_router.datalayer.inflight import InFlightLedger
 from llmd_router.framework import (
     INFLIGHT_LOAD,
+    TOKENIZED_PROMPT,
+    UNCACHED_TOKENS,
     Params,
     Plugin,
     Stability,
     prefix_match_key,
 )
+from llmd_router.parsing.prompt import estimate
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -57,11 +66,14 @@ if TYPE_CHECKING:
     from llmd_router.parsing.request import InferenceRequest
 
 __all__ = [
+    "PREFILL_PROFILE",
     "InFlightLoadProducer",
     "InFlightLoadProducerParams",
-    "estimate_input_tokens",
+    "input_tokens",
     "uncached_input_tokens",
 ]
+
+PREFILL_PROFILE: Final = "prefill"  # llm-d releases the target of the profile named so early
 
 
 class InFlightLoadProducerParams(Params, frozen=True):
@@ -83,10 +95,10 @@ class InFlightLoadProducerParams(Params, frozen=True):
             )
 
 
-def estimate_input_tokens(request: InferenceRequest) -> int:
-    """About four bytes of body per token; at least one token when there is a body."""
-    size = request.size
-    return max(size // 4, 1) if size > 0 else 0
+def input_tokens(cycle: CycleState, request: InferenceRequest) -> int:
+    """The prompt's tokens: the token producer's count, else the estimate."""
+    tokens = cycle.get(TOKENIZED_PROMPT)
+    return (tokens or estimate(request)).token_count
 
 
 def uncached_input_tokens(match: PrefixMatch | None, input_tokens: int) -> int:
@@ -105,15 +117,16 @@ class InFlightLoadProducer(Plugin[InFlightLoadProducerParams]):
     TYPE: ClassVar[str] = "inflight-load-producer"
     Params: ClassVar[type[Any]] = InFlightLoadProducerParams
     STABILITY: ClassVar[Stability] = Stability.BETA
-    produces: ClassVar[tuple[DataKey[Any], ...]] = (INFLIGHT_LOAD,)
-    # PREFIX_MATCH is read when present (in pre_request, when the cycle is complete) but not
-    # required: declaring it would make the framework create a prefix producer for it.
-    consumes: ClassVar[tuple[DataKey[Any], ...]] = ()
+    produces: ClassVar[tuple[DataKey[Any], ...]] = (INFLIGHT_LOAD, UNCACHED_TOKENS)
+    consumes: ClassVar[tuple[DataKey[Any], ...]] = (TOKENIZED_PROMPT,)
 
     def __init__(self, name: str, params: InFlightLoadProducerParams) -> None:
         super().__init__(name, params)
         self._ledger: InFlightView = InFlightLedger()  # the router's, once bound
         self._prefix = prefix_match_key(params.prefix_match_info_producer_name)
+        # The prefix matches are used when present, not required: requiring them would make
+        # the framework add a prefix producer to every configuration that counts load.
+        self.reads: tuple[DataKey[Any], ...] = (self._prefix,)
 
     def bind(self, handle: PluginHandle) -> None:
         self._ledger = handle.inflight
@@ -123,19 +136,36 @@ class InFlightLoadProducer(Plugin[InFlightLoadProducerParams]):
     ) -> None:
         load = self._ledger.load
         cycle.put(INFLIGHT_LOAD, {e.key: load(e.key) for e in endpoints})
+        prompt = input_tokens(cycle, request)
+        output = self._output_tokens(prompt, request.max_tokens)
+        matches = cycle.get(self._prefix) or {}
+        cycle.put(
+            UNCACHED_TOKENS,
+            {e.key: uncached_input_tokens(matches.get(e.key), prompt) + output for e in endpoints},
+        )
 
     def pre_request(
         self, cycle: CycleState, request: InferenceRequest, result: SchedulingResult
     ) -> None:
-        input_tokens = estimate_input_tokens(request)
-        output_tokens = self._output_tokens(input_tokens, request.max_tokens)
+        prompt = input_tokens(cycle, request)
+        output = self._output_tokens(prompt, request.max_tokens)
+        prompt_only = not self.params.add_estimated_output_tokens
         matches = cycle.get(self._prefix) or {}
+        charge = cycle.outputs.charge
         for name, profile in result.profiles.items():
             if not profile.targets:
                 continue
             key = profile.targets[0].key
-            tokens = uncached_input_tokens(matches.get(key), input_tokens) + output_tokens
-            cycle.outputs.charge(key, requests=int(name != result.primary), tokens=tokens)
+            tokens = uncached_input_tokens(matches.get(key), prompt) + output
+            requests = int(name != result.primary)
+            handed_off = name == PREFILL_PROFILE and requests == 1
+            if prompt_only and not handed_off:
+                # The prompt's tokens until the first chunk, the request until the end.
+                charge(key, tokens=tokens, until_first_chunk=True)
+                if requests:
+                    charge(key, requests=requests)
+            else:
+                charge(key, requests=requests, tokens=tokens, until_first_chunk=handed_off)
 
     def statistics(self) -> Mapping[str, object]:
         """The busiest endpoints of the ledger, in the shape of llm-d's dump of this plugin."""

@@ -1,12 +1,11 @@
 """``token-load-scorer``: prefer the endpoints with the fewest tokens in flight.
 
-Counting tokens rather than requests weighs a 100k-token prompt as the load it is. The count is
-the router's own (``INFLIGHT_LOAD.tokens``). The score falls linearly from 1 (nothing in flight)
-to 0 at ``queueThresholdTokens`` and stays 0 beyond, so it is absolute, not relative to the other
-candidates.
-
-llm-d (August 2026) adds the request's own projected uncached tokens to the endpoint's in-flight
-tokens before scoring; that attribute does not exist here yet, so only the in-flight tokens count.
+Counting tokens rather than requests weighs a 100k-token prompt as the load it is. The load of
+an endpoint is the router's own count of tokens in flight to it (``INFLIGHT_LOAD.tokens``) plus
+what this request would add there (``UNCACHED_TOKENS``: its prompt less the prefix the endpoint
+is believed to hold), as llm-d's: an endpoint that holds the prefix is charged less for it. The
+score falls linearly from 1 (no load) to 0 at ``queueThresholdTokens`` and stays 0 beyond, so it
+is absolute, not relative to the other candidates.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from llmd_router.framework import (
     INFLIGHT_LOAD,
+    UNCACHED_TOKENS,
     Category,
     InFlightLoad,
     Params,
@@ -41,14 +41,15 @@ class TokenLoadScorerParams(Params, frozen=True):
 
 
 class TokenLoadScorer(Plugin[TokenLoadScorerParams]):
-    """``1 - min(tokens, T) / T`` with ``tokens`` the endpoint's in-flight tokens and ``T`` =
-    ``queueThresholdTokens``; 1.0 when ``tokens <= 0``."""
+    """``1 - min(tokens, T) / T`` with ``tokens`` the endpoint's in-flight tokens plus the
+    request's uncached tokens there, and ``T`` = ``queueThresholdTokens``; 1.0 when
+    ``tokens <= 0``."""
 
     TYPE: ClassVar[str] = "token-load-scorer"
     Params: ClassVar[type[Any]] = TokenLoadScorerParams
     STABILITY: ClassVar[Stability] = Stability.BETA
     category: ClassVar[Category] = Category.DISTRIBUTION
-    consumes: ClassVar[tuple[DataKey[Any], ...]] = (INFLIGHT_LOAD,)
+    consumes: ClassVar[tuple[DataKey[Any], ...]] = (INFLIGHT_LOAD, UNCACHED_TOKENS)
 
     def __init__(self, name: str, params: TokenLoadScorerParams) -> None:
         super().__init__(name, params)
@@ -59,8 +60,11 @@ class TokenLoadScorer(Plugin[TokenLoadScorerParams]):
         self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
     ) -> Sequence[float]:
         loads = cycle.get(INFLIGHT_LOAD) or {}
+        uncached = cycle.get(UNCACHED_TOKENS) or {}
         t = float(self.threshold)
         return [
             1.0 if tokens <= 0 else 0.0 if tokens >= t else 1.0 - tokens / t
-            for tokens in [loads.get(e.key, _IDLE).tokens for e in endpoints]
+            for tokens in [
+                loads.get(e.key, _IDLE).tokens + uncached.get(e.key, 0) for e in endpoints
+            ]
         ]

@@ -1,0 +1,84 @@
+"""``token-producer``: the request's prompt as tokens, for every plugin that measures prompts.
+
+Theory of operation. ``produce`` writes ``TOKENIZED_PROMPT`` once per request; the prefix
+producers hash it, the in-flight load producer counts it. It is the default producer of that
+key, so a configuration that needs tokens and names no token producer gets one, with the
+``estimate`` backend.
+
+- ``estimate`` (the default): no model, no service. The prompt's deterministic rendering
+  (``llmd_router.parsing.prompt``) read at four bytes to a token, as llm-d's estimate backend
+  packs it. Token ids in the request (a completion's ``prompt: [1, 2, 3]``) are taken as they
+  are and are exact.
+
+An earlier producer's ``TOKENIZED_PROMPT`` is kept (the plugin is idempotent, as llm-d's).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from llmd_router.framework import (
+    TOKENIZED_PROMPT,
+    DataKey,
+    Params,
+    Plugin,
+    Stability,
+)
+from llmd_router.parsing.prompt import estimate
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from llmd_router.datalayer.endpoints import Endpoint
+    from llmd_router.framework import CycleState
+    from llmd_router.parsing.request import InferenceRequest
+
+__all__ = ["TokenProducer", "TokenProducerParams"]
+
+_log = logging.getLogger(__name__)
+
+
+class TokenProducerParams(Params, frozen=True):
+    model_name: str = ""
+    # llm-d's backends that call a service; refused with a clear message until they exist here.
+    vllm: dict[str, Any] | None = None
+    uds_tokenizer_config: dict[str, Any] | None = None
+    # llm-d's media placeholder estimates; accepted, and one placeholder token is used per item.
+    estimate: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.vllm is not None:
+            raise ValueError(
+                "the 'vllm' backend (tokenizing through the model server) is not available "
+                "in this version; remove it to use the 'estimate' backend"
+            )
+        if self.uds_tokenizer_config is not None:
+            raise ValueError(
+                "udsTokenizerConfig (deprecated in llm-d) is not supported; remove it to use "
+                "the 'estimate' backend"
+            )
+
+
+class TokenProducer(Plugin[TokenProducerParams]):
+    """The request's prompt tokens (``TOKENIZED_PROMPT``), estimated from its bytes."""
+
+    TYPE: ClassVar[str] = "token-producer"
+    Params: ClassVar[type[Any]] = TokenProducerParams
+    STABILITY: ClassVar[Stability] = Stability.BETA
+    produces: ClassVar[tuple[DataKey[Any], ...]] = (TOKENIZED_PROMPT,)
+
+    def __init__(self, name: str, params: TokenProducerParams) -> None:
+        super().__init__(name, params)
+        if params.estimate:
+            _log.info(
+                "plugin %r: media placeholder estimates are not tuned here; each image, video "
+                "or audio item counts one token",
+                name,
+            )
+
+    def produce(
+        self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
+    ) -> None:
+        if cycle.get(TOKENIZED_PROMPT) is None:
+            cycle.put(TOKENIZED_PROMPT, estimate(request))
