@@ -12,7 +12,8 @@ A scorer tested in five lines::
 - one plugin run as the router runs it: ``make`` (parameters checked, bound), ``score``,
   ``keep`` (a filter), ``pick``, ``route`` (charge a routed request to an in-flight ledger);
 - ``pipeline`` / ``config_text``: the pipeline a few lines of configuration build;
-- ``FakeClock``; ``task_owner`` and ``local_options`` for running router parts;
+- ``FakeClock``, ``FixedDraw`` (a random source that draws a given value); ``task_owner``
+  and ``local_options`` for running router parts;
 - ``llmd_router.testing.extproc``: Envoy's side of ext-proc and ``ExtProcHarness``, which drives
   the real servicer over gRPC on a free port (it needs Envoy's protobufs, so it is imported on
   its own).
@@ -21,7 +22,7 @@ Nothing in the router imports this package.
 """
 
 from llmd_router.testing.builders import endpoint, endpoints, request, result
-from llmd_router.testing.clock import FakeClock
+from llmd_router.testing.clock import FakeClock, FixedDraw
 from llmd_router.testing.config import HEADER, config_text, pipeline
 from llmd_router.testing.plugins import keep, make, pick, route, score
 from llmd_router.testing.running import local_options, task_owner
@@ -29,6 +30,7 @@ from llmd_router.testing.running import local_options, task_owner
 __all__ = [
     "HEADER",
     "FakeClock",
+    "FixedDraw",
     "config_text",
     "endpoint",
     "endpoints",

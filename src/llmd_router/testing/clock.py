@@ -1,8 +1,10 @@
-"""A clock that moves only when the test says so."""
+"""A clock that moves only when the test says so, and a random source that draws what it is told."""
 
 from __future__ import annotations
 
-__all__ = ["FakeClock"]
+import random
+
+__all__ = ["FakeClock", "FixedDraw"]
 
 
 class FakeClock:
@@ -19,3 +21,14 @@ class FakeClock:
             raise ValueError("time does not go back")
         self.now += seconds
         return self.now
+
+
+class FixedDraw(random.Random):
+    """A random source whose every ``random()`` draw is ``value`` (set it between calls)."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value

@@ -44,15 +44,6 @@ def cycle(matches: dict[str, tuple[int, int]], tokens: dict[str, int] | None = N
     return state
 
 
-class Draw(random.Random):
-    def __init__(self, value: float) -> None:
-        super().__init__(0)
-        self.value = value
-
-    def random(self) -> float:
-        return self.value
-
-
 # ---------------------------------------------------------------------------- the filter
 
 
@@ -110,9 +101,9 @@ def test_a_penalty_of_zero_always_sticks():
 def test_exploration_keeps_every_endpoint_at_the_configured_rate():
     f = affinity(explorationProbability=0.25)
     state = cycle({A.key: (10, 10), B.key: (0, 10)})
-    f.rng = Draw(0.2)
+    f.rng = testing.FixedDraw(0.2)
     assert testing.keep(f, [A, B], cycle=state) == [A, B]
-    f.rng = Draw(0.3)
+    f.rng = testing.FixedDraw(0.3)
     assert testing.keep(f, [A, B], cycle=state) == [A]
     f.rng = random.Random(7)
     kept_all = sum(len(testing.keep(f, [A, B], cycle=state)) == 2 for _ in range(4000))

@@ -68,17 +68,6 @@ def admitter(**params) -> ProbabilisticAdmitter:
     return ProbabilisticAdmitter("admit", msgspec.convert(params, ProbabilisticAdmitter.Params))
 
 
-class Draw(random.Random):
-    """A random source whose every draw is ``value``."""
-
-    def __init__(self, value: float) -> None:
-        super().__init__(0)
-        self.value = value
-
-    def random(self) -> float:
-        return self.value
-
-
 class Routing:
     """The producer bound to a ledger, and the router's part: charging a routed request's
     cycle to the ledger, refunding it when it ends."""
@@ -415,13 +404,13 @@ def test_admitter_kinds():
 @pytest.mark.parametrize("priority", [0, 1, 100])
 def test_priority_zero_or_more_is_always_admitted(priority):
     a = admitter()
-    a.rng = Draw(0.0)
+    a.rng = testing.FixedDraw(0.0)
     assert a.admit(CycleState(), request(priority=priority), [endpoint(1)]) is None
 
 
 def test_no_candidates_is_admitted():
     a = admitter()
-    a.rng = Draw(0.0)
+    a.rng = testing.FixedDraw(0.0)
     assert a.admit(CycleState(), request(priority=-1), []) is None
 
 
@@ -447,12 +436,12 @@ def test_shedding_probability(metrics, saturation, probability):
     a = admitter()
     sheddable = request(priority=-1)
     if probability > 0:  # a draw just below p refuses
-        a.rng = Draw(probability - 1e-9)
+        a.rng = testing.FixedDraw(probability - 1e-9)
         assert a.admit(CycleState(), sheddable, eps) == (
             f"probabilistic-admitter: rejected, saturation={saturation:.3f} prob={probability:.2f}"
         )
     if probability < 1:  # a draw of p admits (draws are in [0, 1), so p = 1 refuses all)
-        a.rng = Draw(probability)
+        a.rng = testing.FixedDraw(probability)
         assert a.admit(CycleState(), sheddable, eps) is None
 
 
@@ -460,9 +449,9 @@ def test_admitter_parameters_move_the_curve():
     # queue 2/4 = 0.5 beats KV 0.3/0.9; p = 0.5 ** 2 * 2 = 0.5
     a = admitter(queueDepthThreshold=4, kvCacheUtilThreshold=0.9, power=2, k=2)
     eps = [endpoint(1, waiting_queue_size=2, kv_cache_usage=0.3)]
-    a.rng = Draw(0.49)
+    a.rng = testing.FixedDraw(0.49)
     assert a.admit(CycleState(), request(priority=-1), eps) is not None
-    a.rng = Draw(0.5)
+    a.rng = testing.FixedDraw(0.5)
     assert a.admit(CycleState(), request(priority=-1), eps) is None
 
 
