@@ -59,6 +59,12 @@ async def test_a_debug_request_gets_its_decision_explained(start_stack: StartSta
         prefix = {c["endpoint"]: c["scores"]["prefix-cache-scorer"] for c in candidates}
         assert prefix.pop(explained["endpoint"]) == [1.0, 3.0]
         assert set(map(tuple, prefix.values())) == {(0.0, 0.0)}
+        # ... and the explanation says why: blocks matched of the prompt's, per candidate.
+        key = "PrefixCacheMatchInfoDataKey/approx-prefix-cache-producer"
+        blocks = {c["endpoint"]: c["data"][key] for c in candidates}
+        (total,) = {t for _, t in blocks.values()}
+        assert blocks.pop(explained["endpoint"]) == [total, total] and total >= 1
+        assert set(map(tuple, blocks.values())) == {(0, total)}
 
         debug = f"http://127.0.0.1:{router.metrics_server.port}/debug"
         decisions = (await http.get(f"{debug}/decisions")).json()
@@ -73,6 +79,25 @@ async def test_a_debug_request_gets_its_decision_explained(start_stack: StartSta
         assert all(e["metrics"]["cacheBlockSize"] > 0 for e in endpoints)
         plugins = (await http.get(f"{debug}/plugins")).json()
         assert plugins["queue-scorer"]["kinds"] == ["Scorer"]
+        index = (await http.get(f"{debug}/prefix")).json()["producers"]
+        approx = index["approx-prefix-cache-producer"]
+        assert approx["type"] == "approx-prefix-cache-producer" and approx["requests"] == 2
+        assert approx["pods"] == [
+            {
+                "pod": explained["endpoint"],
+                "blocks": total,
+                "capacity": approx["pods"][0]["capacity"],
+            }
+        ]
+        assert approx["entries"] == total and approx["approxBytes"] > 0
+        assert approx["hitRatio"] == pytest.approx(0.5)  # none the first time, all the second
+        metrics = (await http.get(f"http://127.0.0.1:{router.metrics_server.port}/metrics")).text
+        labels = (
+            'plugin_name="approx-prefix-cache-producer",plugin_type="approx-prefix-cache-producer"'
+        )
+        assert f"llm_d_epp_prefix_indexer_size{{{labels}}} {float(total)}" in metrics
+        assert f"llm_d_epp_prefix_indexer_hit_ratio_count{{{labels}}} 2.0" in metrics
+        assert f"inference_extension_prefix_indexer_size {float(total)}" in metrics
         config = (await http.get(f"{debug}/config")).json()
         assert config["profileHandler"] == "single-profile-handler"
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from llmd_router.config import LoadedConfig
     from llmd_router.datalayer.inflight import InFlightView
     from llmd_router.framework import Registry
-    from llmd_router.framework.capabilities import PoolView
+    from llmd_router.framework.capabilities import PluginMetrics, PoolView
     from llmd_router.framework.scheduler import PluginTimer
 
 __all__ = ["ConfigurationSource"]
@@ -36,8 +36,10 @@ class ConfigurationSource:
         timer: PluginTimer,
         inflight: InFlightView,
         pool: PoolView,
+        metrics: PluginMetrics,
     ) -> None:
         self._options = options
+        self._metrics = metrics
         self._registry = registry
         self._timer = timer
         self._inflight = inflight
@@ -63,6 +65,7 @@ class ConfigurationSource:
             previous=previous,
             inflight=self._inflight,
             pool=self._pool,
+            metrics=self._metrics,
         )
         for note in pipeline.notes:
             _log.info("configuration %s: %s", loaded.source, note)

@@ -44,7 +44,7 @@ from llmd_router.extproc.server import ExtProcServer, TlsConfig
 from llmd_router.extproc.servicer import AccessLogServicer, ExtProcServicer
 from llmd_router.observability.http import MetricsServer
 from llmd_router.observability.metrics import RouterMetrics
-from llmd_router.pipeline import describe_plugins, resolved_config
+from llmd_router.pipeline import describe_plugins, describe_prefix, resolved_config
 from llmd_router.plugins.builtin import builtin_registry
 from llmd_router.requestcontrol import Director
 from llmd_router.requestcontrol.explain import DecisionLog
@@ -74,6 +74,7 @@ class Router:
             timer=self.metrics.plugin_timer,
             inflight=self.store.inflight,
             pool=self.store,
+            metrics=self.metrics,
         )
         pipeline = self.configuration.build(previous=None)  # ConfigError: refuse to start
         self.resources = ModelResources()
@@ -263,6 +264,7 @@ class Router:
         pages: dict[str, Any] = {
             "/debug/endpoints": lambda: self.store.describe(time.monotonic()),
             "/debug/plugins": lambda: describe_plugins(self.pipeline, self.collector.statistics()),
+            "/debug/prefix": lambda: describe_prefix(self.pipeline),
             "/debug/config": lambda: {
                 **resolved_config(self.pipeline),
                 "inferenceResources": self.resources.describe(),

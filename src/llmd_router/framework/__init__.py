@@ -11,7 +11,9 @@ from llmd_router.framework.capabilities import (
     HasStatistics,
     Parameterised,
     PluginHandle,
+    PluginMetrics,
     PoolView,
+    PrefixIndexMetrics,
     Produces,
     Reads,
 )
@@ -26,6 +28,7 @@ from llmd_router.framework.cycle import (
     PrefixMatch,
     RequestOutputs,
     TokenizedPrompt,
+    is_prefix_match_key,
     prefix_match_key,
 )
 from llmd_router.framework.interfaces import (
@@ -84,9 +87,11 @@ __all__ = [
     "Picker",
     "Plugin",
     "PluginHandle",
+    "PluginMetrics",
     "PluginType",
     "PoolView",
     "PreRequest",
+    "PrefixIndexMetrics",
     "PrefixMatch",
     "Produces",
     "ProfileHandler",
@@ -102,6 +107,7 @@ __all__ = [
     "Scorer",
     "Stability",
     "TokenizedPrompt",
+    "is_prefix_match_key",
     "parse_params",
     "prefix_match_key",
 ]

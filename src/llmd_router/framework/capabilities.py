@@ -26,20 +26,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping, Sequence
+    from collections.abc import Callable, Collection, Mapping, Sequence
 
     from llmd_router.datalayer.endpoints import Endpoint
     from llmd_router.datalayer.inflight import InFlightView
     from llmd_router.framework.cycle import DataKey
 
 __all__ = [
+    "UNRECORDED",
     "Binds",
     "ChecksProfiles",
     "Consumes",
     "HasStatistics",
     "Parameterised",
     "PluginHandle",
+    "PluginMetrics",
     "PoolView",
+    "PrefixIndexMetrics",
     "Produces",
     "Reads",
 ]
@@ -51,15 +54,49 @@ class PoolView(Protocol):
     def all(self) -> Sequence[Endpoint]: ...
 
 
+class PrefixIndexMetrics(Protocol):
+    """A prefix index's series in the router's metrics (llm-d's ``prefix_indexer_*``)."""
+
+    def matched(self, matched_bytes: int, total_bytes: int) -> None:
+        """One routed request's match on its chosen endpoint, in bytes of prompt."""
+        ...
+
+
+class PluginMetrics(Protocol):
+    """The series plugins may own in the router's metrics, by plugin type and name."""
+
+    def prefix_index(
+        self, plugin_type: str, plugin_name: str, entries: Callable[[], int]
+    ) -> PrefixIndexMetrics:
+        """The series of one prefix index; ``entries()`` is read when the metrics are."""
+        ...
+
+
+class _Unrecorded:
+    """Metrics that go nowhere: where no router records them (``check-config``, tests)."""
+
+    def prefix_index(
+        self, plugin_type: str, plugin_name: str, entries: Callable[[], int]
+    ) -> PrefixIndexMetrics:
+        return self
+
+    def matched(self, matched_bytes: int, total_bytes: int) -> None:
+        pass
+
+
+UNRECORDED: PluginMetrics = _Unrecorded()
+
+
 @dataclass(frozen=True, slots=True)
 class PluginHandle:
     """What a plugin may reach when it is bound: the configuration's other plugins by name, the
     router's count of work in flight, and the pool's endpoints (both read-only; ``pool`` is None
-    where no pool is served, as in ``check-config``)."""
+    where no pool is served, as in ``check-config``), and the metrics plugins may record."""
 
     plugins: Mapping[str, object]
     inflight: InFlightView
     pool: PoolView | None = None
+    metrics: PluginMetrics = UNRECORDED
 
 
 @runtime_checkable

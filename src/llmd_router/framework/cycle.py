@@ -13,8 +13,8 @@ turns them into the decision and the in-flight charges when the request is route
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Generic, TypeVar, cast
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
 from llmd_router.datalayer.inflight import InFlightCharge, InFlightLoad
 from llmd_router.parsing.prompt import TokenizedPrompt
@@ -33,6 +33,7 @@ __all__ = [
     "PrefixMatch",
     "RequestOutputs",
     "TokenizedPrompt",
+    "is_prefix_match_key",
     "prefix_match_key",
 ]
 
@@ -41,7 +42,11 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class DataKey(Generic[T]):
+    """``explained``: per-endpoint data (a mapping by ``Endpoint.key``) that decision
+    explanations show for each candidate."""
+
     name: str
+    explained: bool = field(default=False, compare=False)
 
     def __repr__(self) -> str:
         return f"DataKey({self.name!r})"
@@ -103,6 +108,14 @@ class CycleState:
     def __contains__(self, key: DataKey[object]) -> bool:
         return key in self._values
 
+    def explained(self) -> dict[str, Mapping[str, object]]:
+        """The explained per-endpoint data of this request, by key name."""
+        return {
+            key.name: cast("Mapping[str, object]", value)
+            for key, value in self._values.items()
+            if key.explained
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class PrefixMatch:
@@ -113,18 +126,23 @@ class PrefixMatch:
     block_size_tokens: int
 
 
-INFLIGHT_LOAD: Final[DataKey[Mapping[str, InFlightLoad]]] = DataKey("InFlightLoadKey")
+INFLIGHT_LOAD: Final[DataKey[Mapping[str, InFlightLoad]]] = DataKey("InFlightLoadKey", True)
 TOKENIZED_PROMPT: Final[DataKey[TokenizedPrompt]] = DataKey("TokenizedPromptDataKey")
 # Per candidate: the prompt tokens it would have to compute (the prompt less the prefix it is
 # believed to hold), from the in-flight load producer.
-UNCACHED_TOKENS: Final[DataKey[Mapping[str, int]]] = DataKey("UncachedRequestTokensDataKey")
+UNCACHED_TOKENS: Final[DataKey[Mapping[str, int]]] = DataKey("UncachedRequestTokensDataKey", True)
 DEFAULT_PREFIX_PRODUCER: Final = "approx-prefix-cache-producer"
 
 
 def prefix_match_key(producer: str = "") -> DataKey[Mapping[str, PrefixMatch]]:
     """The key a prefix producer writes its matches under, by the producer's name (llm-d's
     ``PrefixCacheMatchInfoDataKey/<name>``); empty: the default producer's."""
-    return DataKey(f"PrefixCacheMatchInfoDataKey/{producer or DEFAULT_PREFIX_PRODUCER}")
+    return DataKey(f"PrefixCacheMatchInfoDataKey/{producer or DEFAULT_PREFIX_PRODUCER}", True)
 
 
 PREFIX_MATCH: Final = prefix_match_key()
+
+
+def is_prefix_match_key(key: DataKey[Any]) -> bool:
+    """Whether ``key`` holds a prefix producer's matches."""
+    return key.name.startswith("PrefixCacheMatchInfoDataKey/")

@@ -9,6 +9,8 @@ by the application (no module-level state), so tests can build as many as they n
 
 from __future__ import annotations
 
+import inspect
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
@@ -17,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["RouterMetrics"]
+__all__ = ["PrefixIndexSeries", "RouterMetrics"]
 
 _LATENCY: Final = (
     0.005,
@@ -61,6 +63,9 @@ _REQUEST_BYTES: Final = tuple(float(64 * 4**i) for i in range(13))  # 64 B .. 1 
 _RESPONSE_BYTES: Final = tuple(float(4**i) for i in range(9))  # 1 B .. 64 KiB
 _TOKENS: Final = tuple(float(4**i) for i in range(11))  # 1 .. 1,048,576
 _SIGNAL_AGE: Final = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
+_HIT_RATIO: Final = tuple(i / 10 for i in range(11))  # 0.0 .. 1.0
+_HIT_BYTES: Final = (0.0, *(float(16 * 2**i) for i in range(13)))  # 0, 16 .. 65536
+_PREFIX: Final = ("plugin_name", "plugin_type")
 _CAP: Final = 1000
 _MODEL: Final = ("model_name", "target_model_name")
 
@@ -292,6 +297,84 @@ _METRICS: Final = (
 )
 
 
+_PREFIX_METRICS: Final = (
+    _Metric(
+        "size",
+        Gauge,
+        "Entries in the prefix index.",
+        (
+            ("llm_d_epp_prefix_indexer_size", _PREFIX),
+            ("inference_extension_prefix_indexer_size", ()),
+        ),
+    ),
+    _Metric(
+        "hit_ratio",
+        Histogram,
+        "Share of the prompt matched on the chosen endpoint.",
+        (
+            ("llm_d_epp_prefix_indexer_hit_ratio", _PREFIX),
+            ("inference_extension_prefix_indexer_hit_ratio", ()),
+        ),
+        _HIT_RATIO,
+    ),
+    _Metric(
+        "hit_bytes",
+        Histogram,
+        "Bytes of prompt matched on the chosen endpoint (four a token).",
+        (
+            ("llm_d_epp_prefix_indexer_hit_bytes", _PREFIX),
+            ("inference_extension_prefix_indexer_hit_bytes", ()),
+        ),
+        _HIT_BYTES,
+    ),
+)
+
+
+class PrefixIndexSeries:
+    """One prefix index's hit series, under both names."""
+
+    __slots__ = ("_bytes", "_ratio")
+
+    def __init__(self, prefix: _PrefixMetrics, labels: tuple[str, str]) -> None:
+        self._ratio = (prefix.hit_ratio.new.labels(*labels), prefix.hit_ratio.old)
+        self._bytes = (prefix.hit_bytes.new.labels(*labels), prefix.hit_bytes.old)
+
+    def matched(self, matched_bytes: int, total_bytes: int) -> None:
+        for child in self._bytes:
+            child.observe(matched_bytes)
+        if total_bytes > 0:
+            for child in self._ratio:
+                child.observe(matched_bytes / total_bytes)
+
+
+class _PrefixMetrics:
+    """llm-d's ``prefix_indexer_*`` series, made when the first prefix index registers. The
+    size is read from each index when the metrics are; an index whose plugin is gone (a reload
+    replaced it) counts 0 and is not kept alive by its series. The older, unlabelled size is
+    the sum over every index."""
+
+    size: _Pair[Gauge]
+    hit_ratio: _Pair[Histogram]
+    hit_bytes: _Pair[Histogram]
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        for row in _PREFIX_METRICS:
+            setattr(self, row.attr, _build(row, registry))
+        self._entries: dict[tuple[str, str], Callable[[], Callable[[], int] | None]] = {}
+        self.size.old.set_function(lambda: sum(self._read(k) for k in list(self._entries)))
+
+    def _read(self, labels: tuple[str, str]) -> int:
+        entries = self._entries[labels]()
+        return entries() if entries is not None else 0
+
+    def register(self, labels: tuple[str, str], entries: Callable[[], int]) -> PrefixIndexSeries:
+        self._entries[labels] = (
+            weakref.WeakMethod(entries) if inspect.ismethod(entries) else lambda: entries
+        )
+        self.size.new.labels(*labels).set_function(lambda: self._read(labels))
+        return PrefixIndexSeries(self, labels)
+
+
 def _build(row: _Metric, registry: CollectorRegistry) -> Any:
     made = []
     for name, labels in row.names:
@@ -357,6 +440,7 @@ class RouterMetrics:
         self._by_model: dict[tuple[str, str], _Series] = {}
         self._by_request: dict[tuple[str, str, str, int], list[Any]] = {}
         self._by_endpoint: dict[tuple[str, str, str, int], list[Any]] = {}
+        self._prefix: _PrefixMetrics | None = None
         for row in _METRICS:
             setattr(self, row.attr, _build(row, self.registry))
         self.info.new.labels("", "llmd-router").set(1)
@@ -481,6 +565,15 @@ class RouterMetrics:
     def extract_failed(self, source_type: str, extractor_type: str) -> None:
         self.extract_errors.new.labels(source_type, extractor_type).inc()
         self.extract_errors.old.labels(source_type, extractor_type).inc()
+
+    def prefix_index(
+        self, plugin_type: str, plugin_name: str, entries: Callable[[], int]
+    ) -> PrefixIndexSeries:
+        """The series of one prefix index (``llm_d_epp_prefix_indexer_*``, labelled by plugin,
+        and llm-d's older unlabelled ``inference_extension_prefix_indexer_*``)."""
+        if self._prefix is None:
+            self._prefix = _PrefixMetrics(self.registry)
+        return self._prefix.register((plugin_name, plugin_type), entries)
 
     def count_ready(self, count: Callable[[], int]) -> None:
         """The ready-endpoints gauges read ``count()`` each time the page is rendered."""

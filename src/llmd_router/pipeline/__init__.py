@@ -7,6 +7,13 @@ pipeline back into data for people (the resolved configuration, the plugins page
 
 from llmd_router.pipeline.builder import build_pipeline
 from llmd_router.pipeline.pipeline import BuiltPlugin, Pipeline
-from llmd_router.pipeline.render import describe_plugins, resolved_config
+from llmd_router.pipeline.render import describe_plugins, describe_prefix, resolved_config
 
-__all__ = ["BuiltPlugin", "Pipeline", "build_pipeline", "describe_plugins", "resolved_config"]
+__all__ = [
+    "BuiltPlugin",
+    "Pipeline",
+    "build_pipeline",
+    "describe_plugins",
+    "describe_prefix",
+    "resolved_config",
+]

@@ -34,10 +34,12 @@ from typing import TYPE_CHECKING, Any, Final
 from llmd_router.config import ConfigError
 from llmd_router.datalayer.inflight import InFlightLedger
 from llmd_router.framework.capabilities import (
+    UNRECORDED,
     Binds,
     ChecksProfiles,
     Consumes,
     PluginHandle,
+    PluginMetrics,
     Produces,
     Reads,
 )
@@ -93,10 +95,12 @@ def build_pipeline(
     previous: Pipeline | None = None,
     inflight: InFlightView | None = None,
     pool: PoolView | None = None,
+    metrics: PluginMetrics = UNRECORDED,
 ) -> Pipeline:
     """Build and check everything ``loaded`` describes. Raises ConfigError. ``inflight`` is
-    the count of work in flight that plugins may read (a fresh, empty one when not given), and
-    ``pool`` the endpoints served (none when not given)."""
+    the count of work in flight that plugins may read (a fresh, empty one when not given),
+    ``pool`` the endpoints served (none when not given), and ``metrics`` where plugins record
+    their own series (nowhere when not given)."""
     _check_gates(loaded)
     config = loaded.config
     b = PluginSet(loaded, registry, allow_experimental=allow_experimental, previous=previous)
@@ -111,7 +115,7 @@ def build_pipeline(
     saturation = _saturation(b)
     sources, discovery = bind_data_layer(b)
     _default_producers(b)
-    _bind(b, inflight if inflight is not None else InFlightLedger(), pool)
+    _bind(b, inflight if inflight is not None else InFlightLedger(), pool, metrics)
 
     def observed(point: str, built: BuiltPlugin) -> Observe:
         return timer(point, built.type, built.name)
@@ -325,8 +329,11 @@ def _read(plugin: object) -> tuple[DataKey[Any], ...]:
     return plugin.reads if isinstance(plugin, Reads) else ()
 
 
-def _bind(b: PluginSet, inflight: InFlightView, pool: PoolView | None) -> None:
-    handle = PluginHandle({name: x.instance for name, x in b.plugins.items()}, inflight, pool)
+def _bind(
+    b: PluginSet, inflight: InFlightView, pool: PoolView | None, metrics: PluginMetrics
+) -> None:
+    plugins = {name: x.instance for name, x in b.plugins.items()}
+    handle = PluginHandle(plugins, inflight, pool, metrics)
     for built in b.plugins.values():
         if not isinstance(built.instance, Binds):
             continue

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from llmd_router.framework.capabilities import HasStatistics, Parameterised
+from llmd_router.framework.capabilities import HasStatistics, Parameterised, Produces
+from llmd_router.framework.cycle import is_prefix_match_key
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -87,3 +88,18 @@ def describe_plugins(
             entry["state"] = built.instance.statistics()
         out[name] = entry
     return out
+
+
+def describe_prefix(pipeline: Pipeline) -> dict[str, Any]:
+    """The prefix indexes (``/debug/prefix``): each prefix producer by name, its type and
+    its state (the index's size, its memory, per endpoint the blocks it holds)."""
+    out: dict[str, Any] = {}
+    for name, built in pipeline.plugins.items():
+        plugin = built.instance
+        if not isinstance(plugin, Produces) or not any(map(is_prefix_match_key, plugin.produces)):
+            continue
+        entry: dict[str, Any] = {"type": built.type}
+        if isinstance(plugin, HasStatistics):
+            entry.update(plugin.statistics())
+        out[name] = entry
+    return {"producers": out}

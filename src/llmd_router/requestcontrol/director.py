@@ -223,7 +223,9 @@ class Director:
                 request.request_id, request, scheduled.candidates, result, cycle, None
             )
             if headers.get(DEBUG) == "1":
-                response_headers[DECISION] = explanation_header(result, cycle.empty_profiles)
+                response_headers[DECISION] = explanation_header(
+                    result, cycle.empty_profiles, cycle.explained()
+                )
         charges = outputs.charges_for(endpoint.key)
         record = self._record(
             request.request_id, received_at, endpoint, scheduled.model, extra, charges
@@ -265,6 +267,7 @@ class Director:
                 result=result,
                 empty_profiles=dict(cycle.empty_profiles),
                 error=error,
+                data=cycle.explained(),
             )
         )
 

@@ -2,7 +2,8 @@
 
 When explanations are on, every decision is kept in a bounded log (the last N) by reference:
 the profile traces already hold the endpoints, each scorer's clamped scores and the totals, so
-keeping a decision costs a few object references and rendering happens only when someone asks
+keeping a decision costs a few object references (the producers' per-candidate data too: prefix
+matches, loads) and rendering happens only when someone asks
 (``GET /debug/decisions``, or a request with ``x-llmd-debug: 1``, which gets the explanation of
 its own decision in the ``x-llmd-decision`` response header, limited to the best candidates so
 that the header stays small).
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import collections
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
+
+from llmd_router.framework import InFlightLoad, PrefixMatch
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -37,9 +40,23 @@ class DecisionRecord:
     result: SchedulingResult | None
     empty_profiles: Mapping[str, str | None]
     error: str | None = None  # why the request was refused, when it was
+    # The producers' per-candidate data shown with the scores (prefix matches, load), by key.
+    data: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
 
-def _profile(result: ProfileResult, limit: int | None) -> dict[str, Any]:
+def _data(value: object) -> object:
+    """Per-candidate data as JSON: a prefix match as ``[matched, total]`` blocks, an in-flight
+    load as ``[requests, tokens]``, numbers as they are."""
+    if isinstance(value, PrefixMatch):
+        return [value.match_blocks, value.total_blocks]
+    if isinstance(value, InFlightLoad):
+        return [value.requests, value.tokens]
+    return msgspec.to_builtins(value)
+
+
+def _profile(
+    result: ProfileResult, limit: int | None, data: Mapping[str, Mapping[str, object]]
+) -> dict[str, Any]:
     out: dict[str, Any] = {"targets": [t.key for t in result.targets]}
     trace = result.trace
     if trace is None:
@@ -50,14 +67,17 @@ def _profile(result: ProfileResult, limit: int | None) -> dict[str, Any]:
     candidates = []
     for i in order:
         scores = {name: [round(s[i], 6), round(s[i] * w, 6)] for name, w, s in trace.scorers}
-        candidates.append(
-            {
-                "endpoint": trace.endpoints[i].key,
-                "name": trace.endpoints[i].name,
-                "total": round(trace.totals[i], 6),
-                "scores": scores,
-            }
-        )
+        key = trace.endpoints[i].key
+        candidate: dict[str, Any] = {
+            "endpoint": key,
+            "name": trace.endpoints[i].name,
+            "total": round(trace.totals[i], 6),
+            "scores": scores,
+        }
+        seen = {name: _data(values[key]) for name, values in data.items() if key in values}
+        if seen:
+            candidate["data"] = seen
+        candidates.append(candidate)
     out["candidates"] = candidates
     if limit is not None and len(trace.endpoints) > limit:
         out["omitted"] = len(trace.endpoints) - limit
@@ -68,21 +88,29 @@ def render_result(
     result: SchedulingResult | None,
     empty_profiles: Mapping[str, str | None],
     limit: int | None = None,
+    data: Mapping[str, Mapping[str, object]] | None = None,
 ) -> dict[str, Any]:
     """A decision as JSON-able data: per profile, its targets and every candidate's scores as
-    ``{scorer: [raw, weighted]}``, best first."""
+    ``{scorer: [raw, weighted]}``, best first, with the producers' data on it as
+    ``{key: value}`` (``PrefixCacheMatchInfoDataKey/<producer>: [matched, total]`` blocks,
+    ``InFlightLoadKey: [requests, tokens]``, ``UncachedRequestTokensDataKey: tokens``)."""
     out: dict[str, Any] = {}
     if result is not None:
         out["endpoint"] = result.targets[0].key if result.targets else None
         out["primaryProfile"] = result.primary
-        out["profiles"] = {n: _profile(r, limit) for n, r in result.profiles.items()}
+        out["profiles"] = {n: _profile(r, limit, data or {}) for n, r in result.profiles.items()}
     if empty_profiles:
         out["emptyProfiles"] = {name: {"filteredBy": by} for name, by in empty_profiles.items()}
     return out
 
 
-def explanation_header(result: SchedulingResult, empty_profiles: Mapping[str, str | None]) -> str:
-    return msgspec.json.encode(render_result(result, empty_profiles, HEADER_CANDIDATES)).decode()
+def explanation_header(
+    result: SchedulingResult,
+    empty_profiles: Mapping[str, str | None],
+    data: Mapping[str, Mapping[str, object]] | None = None,
+) -> str:
+    rendered = render_result(result, empty_profiles, HEADER_CANDIDATES, data)
+    return msgspec.json.encode(rendered).decode()
 
 
 class DecisionLog:
@@ -112,6 +140,6 @@ class DecisionLog:
             }
             if record.error is not None:
                 entry["error"] = record.error
-            entry.update(render_result(record.result, record.empty_profiles))
+            entry.update(render_result(record.result, record.empty_profiles, data=record.data))
             out.append(entry)
         return out

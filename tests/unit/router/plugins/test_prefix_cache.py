@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import gc
+
 import msgspec
 import pytest
 
 from llmd_router import testing
 from llmd_router.datalayer import EndpointStore
+from llmd_router.datalayer.inflight import InFlightLedger
 from llmd_router.framework import (
     PREFIX_MATCH,
     Binds,
     CycleState,
     DataProducer,
+    PluginHandle,
     PrefixMatch,
     PreRequest,
     ResponseComplete,
     prefix_match_key,
 )
+from llmd_router.observability.metrics import RouterMetrics
 from llmd_router.parsing import parse_request
 from llmd_router.parsing.prompt import estimate, prompt_inputs
 from llmd_router.plugins.producers.approx_prefix_cache_producer import (
@@ -273,3 +278,52 @@ def test_the_default_pipeline_sends_a_repeated_prompt_back_where_it_went():
             hook.pre_request(cycle, request, result)
         chosen.add(result.targets[0].key)
     assert len(chosen) == 1  # idle, equal servers: the prefix decides after the first
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def sample(metrics: RouterMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_the_index_reports_its_size_and_each_requests_match_in_the_metrics():
+    metrics = RouterMetrics()
+    a, b = testing.endpoints(2)
+    p = testing.make(ApproxPrefixCacheProducer)
+    p.bind(PluginHandle({}, InFlightLedger(), None, metrics))
+    labels = {"plugin_name": p.name, "plugin_type": p.TYPE}
+    route(p, chat("q"), [a, b], default=[a])
+    route(p, chat("q"), [a, b], default=[b])  # a holds it: b is chosen anyway
+    route(p, chat("q"), [a, b], default=[a])
+    assert sample(metrics, "llm_d_epp_prefix_indexer_size", **labels) == 10  # 5 blocks, twice
+    assert sample(metrics, "inference_extension_prefix_indexer_size") == 10
+    # Matches on the chosen endpoint: none, none (b was not holding it), all 5 blocks.
+    assert sample(metrics, "llm_d_epp_prefix_indexer_hit_ratio_count", **labels) == 3
+    assert sample(metrics, "llm_d_epp_prefix_indexer_hit_ratio_sum", **labels) == 1.0
+    assert sample(metrics, "llm_d_epp_prefix_indexer_hit_bytes_sum", **labels) == 5 * 64 * 4
+    assert sample(metrics, "inference_extension_prefix_indexer_hit_bytes_count") == 3
+
+
+def test_a_replaced_index_stops_counting_and_the_old_name_sums_every_index():
+    metrics = RouterMetrics()
+    a = testing.endpoint(1)
+    first = testing.make(ApproxPrefixCacheProducer, "one")
+    other = testing.make(ApproxPrefixCacheProducer, "two")
+    for p in (first, other):
+        p.bind(PluginHandle({}, InFlightLedger(), None, metrics))
+        route(p, chat("q"), [a], default=[a])
+    assert sample(metrics, "inference_extension_prefix_indexer_size") == 10
+    del p, first  # a reload dropped "one": its index is not kept alive by the metrics
+    gc.collect()
+    assert (
+        sample(
+            metrics,
+            "llm_d_epp_prefix_indexer_size",
+            plugin_name="one",
+            plugin_type=ApproxPrefixCacheProducer.TYPE,
+        )
+        == 0
+    )
+    assert sample(metrics, "inference_extension_prefix_indexer_size") == 5
+    assert other.index_entries() == 5

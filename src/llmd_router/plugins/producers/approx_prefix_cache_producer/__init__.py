@@ -38,14 +38,15 @@ from llmd_router.framework import (
     Stability,
     prefix_match_key,
 )
-from llmd_router.parsing.prompt import estimate
+from llmd_router.framework.capabilities import UNRECORDED
+from llmd_router.parsing.prompt import BYTES_PER_TOKEN, estimate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from llmd_router.datalayer.endpoints import Endpoint
     from llmd_router.framework import CycleState, PluginHandle, SchedulingResult
-    from llmd_router.framework.capabilities import PoolView
+    from llmd_router.framework.capabilities import PoolView, PrefixIndexMetrics
     from llmd_router.parsing.prompt import TokenizedPrompt
     from llmd_router.parsing.request import InferenceRequest
 
@@ -142,6 +143,7 @@ class ApproxPrefixCacheProducer(Plugin[ApproxPrefixCacheProducerParams]):
             _log.warning("plugin %r: 'blockSize' is deprecated; use 'blockSizeTokens'", name)
         self._keys: DataKey[list[list[int]]] = DataKey(f"{self.TYPE}/{name}/keys")
         self._pool: PoolView | None = None
+        self._metrics: PrefixIndexMetrics = UNRECORDED.prefix_index(self.TYPE, name, lambda: 0)
         self._clock = clock
         self._next_purge = clock() + PURGE_INTERVAL_S
         self.requests = 0
@@ -150,6 +152,11 @@ class ApproxPrefixCacheProducer(Plugin[ApproxPrefixCacheProducerParams]):
 
     def bind(self, handle: PluginHandle) -> None:
         self._pool = handle.pool
+        self._metrics = handle.metrics.prefix_index(self.TYPE, self.name, self.index_entries)
+
+    def index_entries(self) -> int:
+        """Entries in the index, over every endpoint (``llm_d_epp_prefix_indexer_size``)."""
+        return len(self.index)
 
     # ------------------------------------------------------------------ request path
 
@@ -204,6 +211,10 @@ class ApproxPrefixCacheProducer(Plugin[ApproxPrefixCacheProducerParams]):
             self.requests += 1
             self.hit_blocks += match.match_blocks
             self.total_blocks += match.total_blocks
+            block_bytes = match.block_size_tokens * BYTES_PER_TOKEN
+            self._metrics.matched(
+                match.match_blocks * block_bytes, match.total_blocks * block_bytes
+            )
 
     def _capacity(self, endpoint: Endpoint) -> int:
         blocks = endpoint.metrics.cache_num_blocks
