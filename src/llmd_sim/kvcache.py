@@ -107,6 +107,11 @@ class KVCache:
         """Committed blocks, pinned or waiting in the free queue."""
         return len(self._refs) + self._queued_cached
 
+    def accounted(self) -> int:
+        """Blocks accounted for: never used, queued, pinned and private. Always the usable
+        blocks (a block lost to all four would be lost until the process exits)."""
+        return self._fresh + len(self._queue) + len(self._refs) + self._private
+
     @property
     def usage(self) -> float:
         return self.used / self.usable_blocks
@@ -219,7 +224,11 @@ class KVCache:
         for i, h in enumerate(hashes):
             self._private -= 1
             if h in self._refs or h in self._queue:
-                self._pin(h)  # already cached: share it, free the private copy
+                # Already cached (a twin computed it meanwhile): share it, and the private copy
+                # goes back to the free queue, anonymous.
+                self._pin(h)
+                self._queue[self._next_anonymous] = None
+                self._next_anonymous -= 1
                 if run_start is not None:
                     self._stored(hashes, run_start, i, run_parent, tokens, first_block, lora)
                     run_start = None

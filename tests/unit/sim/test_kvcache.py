@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 import pytest
 
 from llmd_sim.config import CacheConfig
@@ -97,6 +100,7 @@ def test_committing_a_cached_hash_shares_it_without_an_event():
     assert first == second == hashes
     assert len(cache.take_events()) == 1
     assert cache.used == 2 and all(cache.ref_count(h) == 2 for h in hashes)
+    assert cache.free == 8 - 2 and cache.accounted() == 8  # the twin's copies are free again
 
 
 def test_unreferenced_blocks_stay_cached_and_do_not_count_as_used():
@@ -193,3 +197,39 @@ def test_match_respects_the_last_token_rule(n_tokens: int):
     tokens = list(range(n_tokens))
     hashes = fill(cache, tokens) if n_tokens else []
     assert cache.match(hashes, n_tokens) == max(0, n_tokens - 1) // BS
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_every_block_is_accounted_for_whatever_the_arrivals(seed: int):
+    """Sequences with shared prefixes admitted, committed and released in any order, twins
+    among them (admitted before the other committed, so both compute the same prefix): no
+    block is ever lost, and when every sequence has ended every block is free again."""
+    rng = random.Random(seed)
+    cache = make(usable=rng.randint(6, 40))
+    prefixes = [[rng.randrange(100) for _ in range(rng.randint(4, 12))] for _ in range(3)]
+    # Each running sequence: [tokens, chain, hits, blocks, held (None until committed)]
+    running: list[list[Any]] = []
+    for _ in range(300):
+        action = rng.random()
+        if running and action < 0.3:
+            _, chain, hits, blocks, held = running.pop(rng.randrange(len(running)))
+            held = held if held is not None else chain[:hits]
+            cache.release(held, blocks - len(held))
+        elif (pending := [r for r in running if r[4] is None]) and action < 0.6:
+            seq = rng.choice(pending)
+            tokens, chain, hits = seq[0], seq[1], seq[2]
+            parent = chain[hits - 1] if hits else None
+            seq[4] = chain[:hits] + cache.commit(chain[hits:], parent, tokens[hits * BS :], 0, None)
+        else:
+            tokens = rng.choice(prefixes) + [rng.randrange(100) for _ in range(rng.randint(0, 9))]
+            chain = cache.hash_blocks(tokens, None)
+            hits = cache.match(chain, len(tokens))
+            blocks = -(-len(tokens) // BS)
+            if cache.allocate(chain[:hits], blocks - hits):
+                running.append([tokens, chain, hits, blocks, None])
+        assert cache.accounted() == cache.usable_blocks
+        assert cache.used + cache.free == cache.usable_blocks
+    for _, chain, hits, blocks, committed in running:
+        held = committed if committed is not None else chain[:hits]
+        cache.release(held, blocks - len(held))
+    assert cache.used == 0 and cache.free == cache.usable_blocks
