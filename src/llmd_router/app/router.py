@@ -40,6 +40,7 @@ from llmd_router.config.watch import watch_file
 from llmd_router.datalayer import EndpointStore
 from llmd_router.datalayer.collector import Collector
 from llmd_router.datalayer.discovery import FileDiscovery, StaticDiscovery
+from llmd_router.datalayer.kvevents.subscriber import KVEventSink, KVEventSubscriber
 from llmd_router.extproc.server import ExtProcServer, TlsConfig
 from llmd_router.extproc.servicer import AccessLogServicer, ExtProcServicer
 from llmd_router.observability.http import MetricsServer
@@ -88,6 +89,8 @@ class Router:
             on_poll_error=self.metrics.poll_failed,
             on_extract_error=self.metrics.extract_failed,
         )
+        self.kv_events = KVEventSubscriber(self.store.all)
+        self.kv_events.configure(_kv_sinks(pipeline))
         self._set_staleness(pipeline)
         self.store.on_added = self._endpoint_added
         self.store.on_removed = self._endpoint_removed
@@ -141,6 +144,7 @@ class Router:
             await self.metrics_server.start()
             servers.push_async_callback(self.metrics_server.stop)
             servers.callback(self.collector.close)
+            servers.callback(self.kv_events.close)
             await self.grpc.start()
             servers.push_async_callback(self._stop_serving)
             failure: Exception | None = None
@@ -164,6 +168,7 @@ class Router:
     async def _start_loops(self, owner: TaskOwner) -> None:
         await owner.start("discovery", self._discover)
         self.collector.start(owner)
+        self.kv_events.start(owner)
         self.metrics.count_ready(lambda: self.store.count_fresh(time.monotonic()))
         if self.options.completion_source == "access-log":
             owner.spawn("sweep", self._sweep)
@@ -215,6 +220,7 @@ class Router:
     def _endpoint_added(self, endpoint: Endpoint) -> None:
         _log.info("endpoint %s (%s) added", endpoint.id, endpoint.key)
         self.collector.watch(endpoint)
+        self.kv_events.endpoint_added(endpoint)
 
     def _endpoint_removed(self, endpoint: Endpoint) -> None:
         _log.info(
@@ -224,6 +230,7 @@ class Router:
             self.store.inflight.load(endpoint.key).requests,
         )
         self.collector.unwatch(endpoint)
+        self.kv_events.endpoint_removed(endpoint)
 
     # ------------------------------------------------------------------ configuration
 
@@ -250,6 +257,7 @@ class Router:
         self.director.pipeline = pipeline
         self.resources.replace(pipeline.loaded.objectives, pipeline.loaded.rewrites)
         self.collector.replace_bindings(pipeline.sources)
+        self.kv_events.configure(_kv_sinks(pipeline))
         self._set_staleness(pipeline)
         self.metrics.config_reloads.labels("success").inc()
         _log.info("configuration reloaded from %s", pipeline.loaded.source)
@@ -264,7 +272,10 @@ class Router:
         pages: dict[str, Any] = {
             "/debug/endpoints": lambda: self.store.describe(time.monotonic()),
             "/debug/plugins": lambda: describe_plugins(self.pipeline, self.collector.statistics()),
-            "/debug/prefix": lambda: describe_prefix(self.pipeline),
+            "/debug/prefix": lambda: {
+                **describe_prefix(self.pipeline),
+                "kvEvents": self.kv_events.statistics(),
+            },
             "/debug/config": lambda: {
                 **resolved_config(self.pipeline),
                 "inferenceResources": self.resources.describe(),
@@ -277,6 +288,11 @@ class Router:
         if decisions is not None:
             pages["/debug/decisions"] = decisions.render
         return pages
+
+
+def _kv_sinks(pipeline: Pipeline) -> list[KVEventSink]:
+    """The plugins that index the servers' KV events."""
+    return [b.instance for b in pipeline.plugins.values() if isinstance(b.instance, KVEventSink)]
 
 
 def _discovery(options: RouterOptions, pipeline: Pipeline) -> EndpointDiscovery:

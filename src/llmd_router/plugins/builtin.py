@@ -44,6 +44,9 @@ from llmd_router.plugins.producers.approx_prefix_cache_producer import (
 from llmd_router.plugins.producers.inflight_load_producer import (
     InFlightLoadProducer,
 )
+from llmd_router.plugins.producers.precise_prefix_cache_producer import (
+    PrecisePrefixCacheProducer,
+)
 from llmd_router.plugins.producers.token_producer import TokenProducer
 from llmd_router.plugins.profilehandlers.disagg_profile_handler import (
     DisaggProfileHandler,
@@ -61,6 +64,7 @@ from llmd_router.plugins.scorers.kv_cache_utilization_scorer import (
 from llmd_router.plugins.scorers.load_aware_scorer import LoadAwareScorer
 from llmd_router.plugins.scorers.lora_affinity_scorer import LoraAffinityScorer
 from llmd_router.plugins.scorers.no_hit_lru_scorer import NoHitLRUScorer
+from llmd_router.plugins.scorers.precise_prefix_cache_scorer import PrecisePrefixCacheScorer
 from llmd_router.plugins.scorers.prefix_cache_scorer import PrefixCacheScorer
 from llmd_router.plugins.scorers.queue_scorer import QueueScorer
 from llmd_router.plugins.scorers.running_requests_size_scorer import (
@@ -81,8 +85,6 @@ _LATER: Final = "not implemented yet"
 
 # llm-d type -> why this version does not have it.
 UNAVAILABLE: Final = {
-    "precise-prefix-cache-scorer": _PREFIX,
-    "precise-prefix-cache-producer": _PREFIX,
     "burst-prefix-cache-producer": _PREFIX,
     "p2p-source-producer": _PREFIX,
     "global-strict-fairness-policy": _FLOW,
@@ -161,6 +163,7 @@ def register_builtin_plugins(registry: Registry) -> None:
         NoHitLRUScorer,
         ContextLengthAware,
         PrefixCacheScorer,
+        PrecisePrefixCacheScorer,
         # pickers
         MaxScorePicker,
         RandomPicker,
@@ -168,6 +171,7 @@ def register_builtin_plugins(registry: Registry) -> None:
         # request control
         InFlightLoadProducer,
         ApproxPrefixCacheProducer,
+        PrecisePrefixCacheProducer,
         ProbabilisticAdmitter,
         # saturation detectors (also filters)
         UtilizationDetector,

@@ -36,7 +36,7 @@ __all__ = [
 _U64: Final = (1 << 64) - 1
 # Positional fields after the tag, in vLLM's order.
 _STORED: Final = ("block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id",
-                  "medium", "lora_name")  # fmt: skip
+                  "medium", "lora_name", "extra_keys")  # fmt: skip
 _REMOVED: Final = ("block_hashes", "medium")
 
 
@@ -53,6 +53,9 @@ class BlockStored(msgspec.Struct, frozen=True, gc=False):
     block_size: int
     medium: str | None = None  # "GPU", "CPU", ...; None is the GPU
     lora_name: str | None = None
+    # The request's cache_salt, when the first block of the chain carries one (vLLM puts it in
+    # the block's extra keys).
+    cache_salt: str | None = None
 
 
 class BlockRemoved(msgspec.Struct, frozen=True, gc=False):
@@ -126,19 +129,33 @@ def _event(raw: Any) -> KVEvent | None:
                 f"BlockStored: block_size must be a positive integer, got {size!r}"
             )
         parent = fields.get("parent_block_hash")
+        lora = _optional_str(fields, "lora_name")
         return BlockStored(
             _hashes(fields.get("block_hashes")),
             None if parent is None else _hash(parent),
             tuple(tokens),
             size,
             _optional_str(fields, "medium"),
-            _optional_str(fields, "lora_name"),
+            lora,
+            _salt(fields.get("extra_keys"), lora) if parent is None else None,
         )
     if tag == "BlockRemoved":
         return BlockRemoved(_hashes(fields.get("block_hashes")), _optional_str(fields, "medium"))
     if tag == "AllBlocksCleared":
         return AllBlocksCleared()
     return None  # a type this decoder does not know
+
+
+def _salt(extra_keys: Any, lora: str | None) -> str | None:
+    """The cache salt among the first block's extra keys: a string that is not the adapter's
+    name (multimodal identifiers are tuples)."""
+    if not isinstance(extra_keys, list) or not extra_keys:
+        return None
+    first = extra_keys[0]
+    if not isinstance(first, list):
+        return None
+    salts = [k for k in first if isinstance(k, str) and k != lora]
+    return salts[-1] if salts else None
 
 
 def _tag_of(raw: Any) -> Any:

@@ -10,7 +10,8 @@ reproducing engine hashes. Any engine hash algorithm then works, and a request m
 hashing its own token ids the same way.
 
 - A chain starts at a root: the LoRA adapter's name for an adapter's blocks, else the base
-  model's (one root for every base model: a server's blocks are matched per server).
+  model's (one root for every base model: a server's blocks are matched per server), with the
+  request's ``cache_salt`` folded in when the first block carries one.
 - ``stored``: the parent's key is the one learned for the parent's engine hash on that server
   (the root when there is no parent). A parent the index does not know (its event was lost, or
   evicted here) makes the event an *orphan*: it is counted and skipped, since its keys cannot be
@@ -44,13 +45,34 @@ from llmd_router.datalayer.kvindex.hashing import block_keys, root_key, token_by
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
-__all__ = ["BASE_ROOT", "DEFAULT_TIER_WEIGHTS", "PreciseIndex", "PreciseMatch", "chain_keys"]
+__all__ = [
+    "BASE_ROOT",
+    "DEFAULT_TIER_WEIGHTS",
+    "SPECULATIVE",
+    "PreciseIndex",
+    "PreciseMatch",
+    "chain_keys",
+    "chain_root",
+]
 
 DEFAULT_TIER_WEIGHTS: Final = {"gpu": 1.0, "cpu": 0.8}
+SPECULATIVE: Final = "speculative"  # the tier of entries assumed at routing time (weight 1.0)
+_SPECULATIVE: Final = 0x5BEC_07A7_1BE5_5EED  # mixed into a key to make its handle
+_U64: Final = (1 << 64) - 1
 BASE_ROOT: Final = root_key("")
 # Measured with tracemalloc on CPython 3.11 (see the benchmark): an entry is the key's holder
 # record, the engine-hash mapping and the LRU node.
 BYTES_PER_ENTRY: Final = 420
+
+
+def chain_root(lora: str | None = None, cache_salt: str | None = None) -> int:
+    """Where a chain starts: the adapter's root or the base models', with the request's cache
+    salt folded in (vLLM keys the first block with it, so salted prompts share nothing with
+    others)."""
+    root = root_key(lora) if lora else BASE_ROOT
+    if cache_salt:
+        root = root_key(f"{root:016x}", cache_salt)
+    return root
 
 
 def chain_keys(tokens: Sequence[int], root: int, block_size: int) -> list[int]:
@@ -111,6 +133,7 @@ class PreciseIndex:
         block_size: int,
         medium: str | None = None,
         lora_name: str | None = None,
+        cache_salt: str | None = None,
     ) -> bool:
         """A server cached these blocks. False when the event was an orphan (skipped)."""
         s = self._server(server, block_size)
@@ -128,7 +151,7 @@ class PreciseIndex:
                 self.orphans += 1
             return known
         if parent is None:
-            root = root_key(lora_name) if lora_name else BASE_ROOT
+            root = chain_root(lora_name, cache_salt)
         else:
             entry = engine.get(parent)
             if entry is None:
@@ -166,6 +189,31 @@ class PreciseIndex:
                 self.removed_blocks += 1
             else:
                 self.unknown_removals += 1
+
+    def speculate(self, server: str, keys: Sequence[int], block_size: int) -> list[int]:
+        """Believe ``server`` holds ``keys`` until told otherwise (``unspeculate``): the blocks
+        a request just routed there will be cached once its prefill runs, before its events
+        say so. Returns the handles to take them back with."""
+        s = self._server(server, block_size)
+        handles = []
+        for key in keys:
+            handle = (key ^ _SPECULATIVE) & _U64
+            self._add(server, s, handle, key, SPECULATIVE)
+            handles.append(handle)
+        self._bound(server, s)
+        return handles
+
+    def unspeculate(self, server: str, handles: Iterable[int]) -> None:
+        s = self._servers.get(server)
+        if s is None:
+            return
+        for h in handles:
+            entry = s.engine.get(h)
+            if entry is not None and SPECULATIVE in entry[1]:
+                entry[1].discard(SPECULATIVE)
+                self._release(server, s, entry[0], SPECULATIVE)
+                if not entry[1]:
+                    del s.engine[h]
 
     def cleared(self, server: str) -> None:
         """The server dropped every block (``AllBlocksCleared``, or its events cannot be
@@ -235,6 +283,11 @@ class PreciseIndex:
     def block_size(self, server: str) -> int:
         s = self._servers.get(server)
         return s.block_size if s is not None else 0
+
+    def loras(self, server: str) -> frozenset[str]:
+        """The adapters whose blocks ``server`` has cached."""
+        s = self._servers.get(server)
+        return frozenset(s.loras) if s is not None else frozenset()
 
     def holders(self, key: int) -> dict[str, float]:
         return dict(self._holders.get(key, {}))

@@ -9,6 +9,10 @@ key, so a configuration that needs tokens and names no token producer gets one, 
   (``llmd_router.parsing.prompt``) read at four bytes to a token, as llm-d's estimate backend
   packs it. Token ids in the request (a completion's ``prompt: [1, 2, 3]``) are taken as they
   are and are exact.
+- ``local`` (``local.path``: a model directory): the model's own tokenizer and chat template,
+  run in the router as vLLM runs them (``llmd_router.parsing.tokenization``), with a prefix
+  store so that a long prefix already seen is not tokenized again. Its tokens are the model's:
+  what precise prefix matching needs.
 
 An earlier producer's ``TOKENIZED_PROMPT`` is kept (the plugin is idempotent, as llm-d's).
 """
@@ -26,9 +30,15 @@ from llmd_router.framework import (
     Stability,
 )
 from llmd_router.parsing.prompt import estimate
+from llmd_router.parsing.tokenization import (
+    MAX_CHUNKS,
+    LocalTokenizer,
+    PrefixTokenStore,
+    TokenizerError,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from llmd_router.datalayer.endpoints import Endpoint
     from llmd_router.framework import CycleState
@@ -39,8 +49,18 @@ __all__ = ["TokenProducer", "TokenProducerParams"]
 _log = logging.getLogger(__name__)
 
 
+class LocalTokenizerParams(Params, frozen=True):
+    path: str
+    prefix_store_chunks: int = MAX_CHUNKS  # windows of 256 characters kept (0: no store)
+
+    def __post_init__(self) -> None:
+        if self.prefix_store_chunks < 0:
+            raise ValueError(f"prefixStoreChunks must be >= 0, got {self.prefix_store_chunks}")
+
+
 class TokenProducerParams(Params, frozen=True):
     model_name: str = ""
+    local: LocalTokenizerParams | None = None
     # llm-d's backends that call a service; refused with a clear message until they exist here.
     vllm: dict[str, Any] | None = None
     uds_tokenizer_config: dict[str, Any] | None = None
@@ -61,7 +81,8 @@ class TokenProducerParams(Params, frozen=True):
 
 
 class TokenProducer(Plugin[TokenProducerParams]):
-    """The request's prompt tokens (``TOKENIZED_PROMPT``), estimated from its bytes."""
+    """The request's prompt tokens (``TOKENIZED_PROMPT``): estimated from its bytes, or the
+    model's own from a local tokenizer."""
 
     TYPE: ClassVar[str] = "token-producer"
     Params: ClassVar[type[Any]] = TokenProducerParams
@@ -70,6 +91,15 @@ class TokenProducer(Plugin[TokenProducerParams]):
 
     def __init__(self, name: str, params: TokenProducerParams) -> None:
         super().__init__(name, params)
+        self.tokenizer: LocalTokenizer | None = None
+        local = params.local
+        if local is not None:
+            chunks = local.prefix_store_chunks
+            store = PrefixTokenStore(max_chunks=chunks) if chunks else None
+            try:
+                self.tokenizer = LocalTokenizer.from_dir(local.path, store=store)
+            except (TokenizerError, OSError) as exc:
+                raise ValueError(f"local.path: {exc}") from None
         if params.estimate:
             _log.info(
                 "plugin %r: media placeholder estimates are not tuned here; each image, video "
@@ -80,5 +110,15 @@ class TokenProducer(Plugin[TokenProducerParams]):
     def produce(
         self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
     ) -> None:
-        if cycle.get(TOKENIZED_PROMPT) is None:
-            cycle.put(TOKENIZED_PROMPT, estimate(request))
+        if cycle.get(TOKENIZED_PROMPT) is not None:
+            return
+        tokenizer = self.tokenizer
+        cycle.put(
+            TOKENIZED_PROMPT,
+            estimate(request) if tokenizer is None else tokenizer.tokenize(request),
+        )
+
+    def statistics(self) -> Mapping[str, object]:
+        if self.tokenizer is None:
+            return {"backend": "estimate"}
+        return {"backend": "local", **self.tokenizer.statistics()}
