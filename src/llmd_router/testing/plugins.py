@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from llmd_router.config import ConfigError
 from llmd_router.datalayer.inflight import InFlightLedger
 from llmd_router.framework.capabilities import Binds, PluginHandle
 from llmd_router.framework.cycle import CycleState
@@ -37,8 +38,14 @@ def make(
     configuration's are), bound as the pipeline binds it: to ``plugins`` (by name; the plugin
     itself is added) and to ``inflight`` (a fresh ledger when not given)."""
     plugin_name = name or getattr(cls, "TYPE", "") or cls.__name__
-    params = parse_params(getattr(cls, "Params"), parameters, f"plugin {plugin_name!r}")  # noqa: B009
-    plugin = cls(plugin_name, params)  # type: ignore[call-arg]
+    where = f"plugin {plugin_name!r}"
+    params = parse_params(getattr(cls, "Params"), parameters, where)  # noqa: B009
+    try:
+        plugin = cls(plugin_name, params)  # type: ignore[call-arg]
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001  as the registry reports a constructor's error
+        raise ConfigError(f"{where}: {type(exc).__name__}: {exc}") from None
     if isinstance(plugin, Binds):
         others = {plugin_name: plugin, **(plugins or {})}
         ledger = inflight if inflight is not None else InFlightLedger()

@@ -13,6 +13,11 @@ from llmd_router.datalayer.kvevents.decode import (
     decode_message,
     parse_topic,
 )
+from llmd_router.datalayer.kvevents.subscriber import (
+    KVEventSink,
+    KVEventSubscriber,
+    KVSubscription,
+)
 
 __all__ = [
     "AllBlocksCleared",
@@ -20,7 +25,10 @@ __all__ = [
     "BlockStored",
     "KVEvent",
     "KVEventBatch",
+    "KVEventSink",
+    "KVEventSubscriber",
     "KVMessage",
+    "KVSubscription",
     "MalformedEvent",
     "decode_batch",
     "decode_message",

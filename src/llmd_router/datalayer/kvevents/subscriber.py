@@ -261,7 +261,7 @@ class KVEventSubscriber:
             source.loop.cancel()
             source.loop = None
 
-    def statistics(self) -> dict[str, object]:
+    def statistics(self) -> dict[str, Any]:
         return {
             **{k: self.counts[k] for k in sorted(self.counts)},
             "sockets": {

@@ -72,7 +72,7 @@ def parse_duration(text: str) -> float:
 
 
 class TokenProcessorConfig(Params, frozen=True):
-    block_size_tokens: int = 16
+    block_size_tokens: int = 0  # 0: unset, 16 (or the deprecated blockSize when given)
     block_size: int = 0  # deprecated name of blockSizeTokens
     hash_seed: str = ""
     hash_algorithm: Literal["", "cbor-fnv", "xxh64"] = ""
