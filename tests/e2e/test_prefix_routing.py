@@ -98,7 +98,7 @@ def _sample(text: str, name: str) -> float:
 
 
 async def run(start_stack: StartStack, config: str | None, kv_port: int | None = None) -> float:
-    sim = dict(SIM)
+    sim: dict[str, object] = dict(SIM)
     if kv_port is not None:
         sim["kv-events-endpoint"] = f"tcp://127.0.0.1:{kv_port}"
     router = {"config_text": config} if config is not None else {}
