@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING
 
 import uvloop
 
-from llmd_bench import metrics_render, router_overhead, scheduling, scraping, sim_capacity
+from llmd_bench import (
+    metrics_render,
+    prefix,
+    router_overhead,
+    scheduling,
+    scraping,
+    sim_capacity,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -93,6 +100,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     scrape.add_argument("--seed", type=int, default=0, help="of the sampling instants")
     scrape.add_argument("--json", type=Path, help="also write the runs here")
+    pre = sub.add_parser(
+        "prefix",
+        help="CPU per request of prefix matching (approximate, precise cold and seen), KV event "
+        "ingestion rate, index memory",
+    )
+    pre.add_argument("--approx-tokens", type=_counts, default=(8000, 100_000))
+    pre.add_argument("--precise-tokens", type=_counts, default=(1000, 10_000, 100_000))
+    pre.add_argument("--rounds", type=int, default=9, help="requests timed per figure")
+    pre.add_argument("--event-messages", type=int, default=5000)
+    pre.add_argument("--entries", type=int, default=1_000_000, help="for the memory figure")
+    pre.add_argument("--tokenizer", type=Path, default=prefix.TINY_MODEL, help="a model directory")
+    pre.add_argument("--json", type=Path, help="also write the figures here")
     return parser
 
 
@@ -188,6 +207,20 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
                 + "\n"
             )
+    elif args.command == "prefix":
+        figures = prefix.measure(
+            approx_tokens=args.approx_tokens,
+            precise_tokens=args.precise_tokens,
+            rounds=args.rounds,
+            event_messages=args.event_messages,
+            entries=args.entries,
+            tokenizer_dir=args.tokenizer,
+        )
+        print(prefix.table(figures))
+        print()
+        print(prefix.verdict(figures))
+        if args.json:
+            args.json.write_text(json.dumps(dataclasses.asdict(figures), indent=2) + "\n")
     elif args.command == "metrics-render":
         cost = metrics_render.measure(args.rounds)
         print(

@@ -15,9 +15,10 @@ looked at. Pure.
 
 from __future__ import annotations
 
+import struct
 import sys
 from array import array
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import xxhash
 
@@ -26,6 +27,10 @@ __all__ = ["TOKEN_BYTES", "block_keys", "root_key", "token_bytes"]
 TOKEN_BYTES: Final = 4
 _xxh64 = xxhash.xxh64_intdigest
 _MASK: Final = 0xFFFFFFFF
+_PAIR: Final = struct.Struct("<QQ")  # LE64(id) ‖ LE64(previous key)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def root_key(model: str, cache_salt: str | None = None) -> int:
@@ -33,9 +38,13 @@ def root_key(model: str, cache_salt: str | None = None) -> int:
     return _xxh64(model.encode() + (cache_salt.encode() if cache_salt else b""))
 
 
-def token_bytes(tokens: list[int]) -> bytes:
-    """Token ids as llm-d hashes them: 4 bytes each, little-endian."""
-    packed = array("I", (t & _MASK for t in tokens))
+def token_bytes(tokens: Sequence[int]) -> bytes:
+    """Token ids as llm-d hashes them: 4 bytes each, little-endian (the low 32 bits of an id
+    that does not fit)."""
+    try:
+        packed = array("I", tokens)
+    except OverflowError:  # a negative or oversized id
+        packed = array("I", (t & _MASK for t in tokens))
     if sys.byteorder == "big":
         packed.byteswap()
     return packed.tobytes()
@@ -50,12 +59,16 @@ def block_keys(data: bytes, root: int, block_tokens: int, max_blocks: int) -> li
     end = min(len(data), max_blocks * chunk) if max_blocks > 0 else 0
     view = memoryview(data)
     keys: list[int] = []
+    append = keys.append
     previous = root
-    for start in range(0, end, chunk):
-        block = bytes(view[start : min(start + chunk, end)])
-        if len(block) % TOKEN_BYTES:
-            block += bytes(TOKEN_BYTES - len(block) % TOKEN_BYTES)
-        identity = _xxh64(block)
-        previous = _xxh64(identity.to_bytes(8, "little") + previous.to_bytes(8, "little"))
-        keys.append(previous)
+    xxh64, pack = _xxh64, _PAIR.pack
+    whole = end - end % chunk
+    for start in range(0, whole, chunk):
+        previous = xxh64(pack(xxh64(view[start : start + chunk]), previous))
+        append(previous)
+    if whole < end:  # a partial last block, padded to whole tokens
+        block = bytes(view[whole:end])
+        block += bytes(-len(block) % TOKEN_BYTES)
+        previous = xxh64(pack(xxh64(block), previous))
+        append(previous)
     return keys

@@ -60,9 +60,10 @@ SPECULATIVE: Final = "speculative"  # the tier of entries assumed at routing tim
 _SPECULATIVE: Final = 0x5BEC_07A7_1BE5_5EED  # mixed into a key to make its handle
 _U64: Final = (1 << 64) - 1
 BASE_ROOT: Final = root_key("")
-# Measured with tracemalloc on CPython 3.11 (see the benchmark): an entry is the key's holder
-# record, the engine-hash mapping and the LRU node.
-BYTES_PER_ENTRY: Final = 420
+# Measured with tracemalloc on CPython 3.11 (``llmd-bench prefix``, a million entries over 8
+# servers sharing half their blocks): the key's holder record, the engine-hash mapping with its
+# tiers, and the LRU node.
+BYTES_PER_ENTRY: Final = 713
 
 
 def chain_root(lora: str | None = None, cache_salt: str | None = None) -> int:
@@ -80,7 +81,7 @@ def chain_keys(tokens: Sequence[int], root: int, block_size: int) -> list[int]:
     full = len(tokens) // block_size
     if full == 0:
         return []
-    return block_keys(token_bytes(list(tokens[: full * block_size])), root, block_size, full)
+    return block_keys(token_bytes(tokens[: full * block_size]), root, block_size, full)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,7 @@ class PreciseIndex:
         self.tier_weights = dict(DEFAULT_TIER_WEIGHTS if tier_weights is None else tier_weights)
         self._servers: dict[str, _Server] = {}
         self._holders: dict[int, dict[str, float]] = {}  # content key -> server -> weight
+        self._partial: set[int] = set()  # keys some server holds with a weight below 1
         self.stored_blocks = 0
         self.removed_blocks = 0
         self.orphans = 0  # stored events whose parent was unknown
@@ -253,23 +255,32 @@ class PreciseIndex:
             groups.setdefault((s.block_size, lora), []).append(name)
         out: dict[str, PreciseMatch] = {}
         holders = self._holders
+        partial = self._partial
         for (size, lora), names in groups.items():
             keys = keys_for(size, lora)
-            scores = dict.fromkeys(names, 0.0)
-            blocks = dict.fromkeys(names, 0)
             active = set(names)
-            for key in keys:
+            blocks: dict[str, int] = {}
+            deficit = dict.fromkeys(names, 0.0)  # blocks held in tiers weighing less than 1
+            position = len(keys)
+            for i, key in enumerate(keys):
                 held = holders.get(key)
                 if not held:
+                    position = i
                     break
-                active.intersection_update(held)
-                if not active:
-                    break
-                for name in active:
-                    scores[name] += held[name]
-                    blocks[name] += 1
+                if not active <= held.keys():
+                    for name in active - held.keys():
+                        blocks[name] = i
+                    active &= held.keys()
+                    if not active:
+                        break
+                if key in partial:
+                    for name in active:
+                        deficit[name] += 1.0 - held[name]
+            for name in active:
+                blocks[name] = position
             for name in names:
-                out[name] = PreciseMatch(blocks[name], scores[name], len(keys), size)
+                n = blocks[name]
+                out[name] = PreciseMatch(n, n - deficit[name], len(keys), size)
         return out
 
     # ------------------------------------------------------------------ state
@@ -344,7 +355,7 @@ class PreciseIndex:
         if tier not in entry[1]:
             entry[1].add(tier)
             tiers[tier] = tiers.get(tier, 0) + 1
-        self._holders.setdefault(key, {})[server] = self._weight(tiers)
+        self._hold(key, server, self._weight(tiers))
 
     def _release(self, server: str, s: _Server, key: int, tier: str) -> None:
         """One engine block in ``tier`` no longer stands for ``key`` on ``server``."""
@@ -357,10 +368,18 @@ class PreciseIndex:
         else:
             tiers.pop(tier, None)
         if tiers:
-            self._holders[key][server] = self._weight(tiers)
+            self._hold(key, server, self._weight(tiers))
         else:
             del s.held[key]
             self._unhold(key, server)
+
+    def _hold(self, key: int, server: str, weight: float) -> None:
+        held = self._holders.setdefault(key, {})
+        held[server] = weight
+        if weight != 1.0:
+            self._partial.add(key)
+        elif key in self._partial and all(w == 1.0 for w in held.values()):
+            self._partial.discard(key)
 
     def _unhold(self, key: int, server: str) -> None:
         held = self._holders.get(key)
@@ -368,6 +387,9 @@ class PreciseIndex:
             held.pop(server, None)
             if not held:
                 del self._holders[key]
+                self._partial.discard(key)
+            elif key in self._partial and all(w == 1.0 for w in held.values()):
+                self._partial.discard(key)
 
     def _bound(self, server: str, s: _Server) -> None:
         """Keep at most ``capacity`` keys; the engine hashes of dropped keys go when the
