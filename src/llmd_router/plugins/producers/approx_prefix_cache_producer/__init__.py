@@ -185,9 +185,9 @@ class ApproxPrefixCacheProducer(Plugin[ApproxPrefixCacheProducerParams]):
             total += len(chain)
             for endpoint, blocks in self.index.match(chain).items():
                 matched[endpoint] = matched.get(endpoint, 0) + blocks
-        cycle.put(
-            self.key, {e.key: PrefixMatch(matched.get(e.key, 0), total, size) for e in endpoints}
-        )
+        none = PrefixMatch(0, total, size)  # shared by every candidate holding nothing
+        held = {key: PrefixMatch(blocks, total, size) for key, blocks in matched.items()}
+        cycle.put(self.key, {e.key: held.get(e.key, none) for e in endpoints})
 
     def pre_request(
         self, cycle: CycleState, request: InferenceRequest, result: SchedulingResult

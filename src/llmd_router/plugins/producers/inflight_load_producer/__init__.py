@@ -139,10 +139,15 @@ class InFlightLoadProducer(Plugin[InFlightLoadProducerParams]):
         prompt = input_tokens(cycle, request)
         output = self._output_tokens(prompt, request.max_tokens)
         matches = cycle.get(self._prefix) or {}
-        cycle.put(
-            UNCACHED_TOKENS,
-            {e.key: uncached_input_tokens(matches.get(e.key), prompt) + output for e in endpoints},
-        )
+        costs: dict[int, int] = {}  # by match: producers share one among many candidates
+        uncached: dict[str, int] = {}
+        for e in endpoints:
+            match = matches.get(e.key)
+            cost = costs.get(id(match))
+            if cost is None:
+                cost = costs[id(match)] = uncached_input_tokens(match, prompt) + output
+            uncached[e.key] = cost
+        cycle.put(UNCACHED_TOKENS, uncached)
 
     def pre_request(
         self, cycle: CycleState, request: InferenceRequest, result: SchedulingResult

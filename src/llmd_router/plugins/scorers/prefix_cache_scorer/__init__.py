@@ -95,7 +95,15 @@ class PrefixCacheScorer(Plugin[PrefixCacheScorerParams]):
         if not matches:
             return [0.0] * len(endpoints)
         weight = self.params.match_length_weight
-        return [self._score(matches.get(e.key), weight) for e in endpoints]
+        scored: dict[int, float] = {}  # producers share one match among many candidates
+        out = []
+        for e in endpoints:
+            match = matches.get(e.key)
+            score = scored.get(id(match))
+            if score is None:
+                score = scored[id(match)] = self._score(match, weight)
+            out.append(score)
+        return out
 
     def _score(self, match: PrefixMatch | None, weight: float) -> float:
         if match is None or match.total_blocks <= 0:
