@@ -53,6 +53,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+PRECISE = "precise-prefix-cache-producer"
 GROUPS = 12  # system prompts, 512 tokens each (32 blocks of 16)
 PER_GROUP = 4
 # Each server's cache holds about five groups' prefixes; the four servers together hold them all.
@@ -154,8 +155,12 @@ async def test_a_restarted_server_is_indexed_again_from_its_new_events(start_sta
         try:
             for prompt in prompts[8:24]:
                 await complete(http, stack.url, prompt)
-            await asyncio.sleep(0.2)
-            state = (await http.get(debug)).json()
+            for _ in range(200):  # until the new server's events have come
+                state = (await http.get(debug)).json()
+                pods = {p["pod"]: p["blocks"] for p in state["producers"][PRECISE]["pods"]}
+                if state["kvEvents"].get("restarts") and pods.get(key):
+                    break
+                await asyncio.sleep(0.05)
         finally:
             await fresh.close()
             stack.fleet.servers[stack.fleet.servers.index(fresh)] = old

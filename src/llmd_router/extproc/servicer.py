@@ -67,7 +67,7 @@ class ExtProcServicer(ExternalProcessorServicer):  # type: ignore[misc]
                     self._director.settlement.first_chunk(record)
                 for action in stream.receive(event):
                     if isinstance(action, NeedDecision):
-                        record, answers = self._decide(stream, action, received)
+                        record, answers = await self._decide(stream, action, received)
                         for answer in answers:
                             yield encode(answer)
                     else:
@@ -78,14 +78,14 @@ class ExtProcServicer(ExternalProcessorServicer):  # type: ignore[misc]
             if record is not None:
                 self._director.settlement.stream_ended(record, stream.outcome)
 
-    def _decide(
+    async def _decide(
         self,
         stream: ExtProcStream,
         need: NeedDecision,
         received: float,
     ) -> tuple[RequestRecord | None, list[Any]]:
         try:
-            decision, record = self._director.route(
+            decision, record = await self._director.route_async(
                 need.headers, need.body, need.metadata, has_body=need.has_body, received_at=received
             )
         except RouterError as exc:

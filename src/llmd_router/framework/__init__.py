@@ -33,6 +33,7 @@ from llmd_router.framework.cycle import (
 )
 from llmd_router.framework.interfaces import (
     Admitter,
+    AsyncDataProducer,
     Category,
     Completion,
     DataProducer,
@@ -66,6 +67,7 @@ __all__ = [
     "TOKENIZED_PROMPT",
     "UNCACHED_TOKENS",
     "Admitter",
+    "AsyncDataProducer",
     "Binds",
     "Category",
     "ChecksProfiles",

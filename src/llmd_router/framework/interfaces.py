@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Admitter",
+    "AsyncDataProducer",
     "Category",
     "Completion",
     "DataProducer",
@@ -196,6 +197,21 @@ class DataProducer(Protocol):
     name: str
 
     def produce(
+        self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
+    ) -> None: ...
+
+
+@runtime_checkable
+class AsyncDataProducer(Protocol):
+    """A data producer that must wait for something (a batching window, a tokenizer service)
+    before it can write its data. The director awaits it, in its place among the producers,
+    for at most ``produce_timeout_s``; past that, or on an error, the request is scheduled
+    without its data."""
+
+    name: str
+    produce_timeout_s: float
+
+    async def produce_async(
         self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
     ) -> None: ...
 

@@ -13,6 +13,7 @@ from typing import Final
 from llmd_router.datalayer.interfaces import EndpointDiscovery, Extractor, PollingSource
 from llmd_router.framework.interfaces import (
     Admitter,
+    AsyncDataProducer,
     DataProducer,
     Decider,
     Filter,
@@ -42,6 +43,7 @@ KINDS: Final = (
     Kind("Scorer", "scorer", Scorer),
     Kind("Picker", "picker", Picker),
     Kind("DataProducer", "data producer", DataProducer),
+    Kind("AsyncDataProducer", "data producer", AsyncDataProducer),  # one that waits
     Kind("Admitter", "admitter", Admitter),
     Kind("PreRequest", "pre-request", PreRequest),
     Kind("ResponseComplete", "response-complete", ResponseComplete),

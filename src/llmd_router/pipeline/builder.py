@@ -45,6 +45,7 @@ from llmd_router.framework.capabilities import (
 )
 from llmd_router.framework.interfaces import (
     Admitter,
+    AsyncDataProducer,
     DataProducer,
     Filter,
     Parser,
@@ -117,6 +118,8 @@ def build_pipeline(
     _default_producers(b)
     _bind(b, inflight if inflight is not None else InFlightLedger(), pool, metrics)
 
+    ordered = _ordered_producers(b)
+
     def observed(point: str, built: BuiltPlugin) -> Observe:
         return timer(point, built.type, built.name)
 
@@ -133,7 +136,8 @@ def build_pipeline(
             handler_type=handler.type,
         ),
         parsers=parsers,
-        producers=tuple((x.instance, observed("DataProducer", x)) for x in _ordered_producers(b)),
+        producers=tuple((x.instance, observed("DataProducer", x)) for x in ordered),
+        awaiting=frozenset(x.name for x in ordered if isinstance(x.instance, AsyncDataProducer)),
         admitters=listed("Admission", Admitter),
         pre_request=listed("PreRequest", PreRequest),
         response_complete=listed("ResponseComplete", ResponseComplete),
@@ -347,7 +351,10 @@ def _bind(
 
 def _ordered_producers(b: PluginSet) -> list[BuiltPlugin]:
     """Producers in configuration order, moved after the producers of what they consume."""
-    pending = b.of_kind(DataProducer)
+    waits = {x.name for x in b.of_kind(AsyncDataProducer)}
+    pending = [
+        x for x in b.plugins.values() if x.name in waits or isinstance(x.instance, DataProducer)
+    ]
     makers: dict[DataKey[Any], set[str]] = {}
     for x in pending:
         for key in _produced(x.instance):

@@ -48,6 +48,7 @@ class Pipeline:
     plugins: Mapping[str, BuiltPlugin]
     scheduler: PluginScheduler
     parsers: ParserSet
+    # In order; those named in ``awaiting`` are AsyncDataProducers, the others DataProducers.
     producers: tuple[tuple[DataProducer, Observe], ...]
     admitters: tuple[tuple[Admitter, Observe], ...]
     pre_request: tuple[tuple[PreRequest, Observe], ...]
@@ -57,6 +58,7 @@ class Pipeline:
     parse_observers: Mapping[str, Observe] = field(default_factory=dict)  # by parser name
     sources: tuple[SourceBinding, ...] = ()  # what the collector polls, and who reads it
     discovery: EndpointDiscovery | None = None  # dataLayer.discovery, when configured
+    awaiting: frozenset[str] = frozenset()  # the producers the director must await
 
     @property
     def collects_metrics(self) -> bool:

@@ -41,6 +41,9 @@ from llmd_router.plugins.pickers.weighted_random_picker import WeightedRandomPic
 from llmd_router.plugins.producers.approx_prefix_cache_producer import (
     ApproxPrefixCacheProducer,
 )
+from llmd_router.plugins.producers.burst_prefix_cache_producer import (
+    BurstPrefixCacheProducer,
+)
 from llmd_router.plugins.producers.inflight_load_producer import (
     InFlightLoadProducer,
 )
@@ -85,7 +88,6 @@ _LATER: Final = "not implemented yet"
 
 # llm-d type -> why this version does not have it.
 UNAVAILABLE: Final = {
-    "burst-prefix-cache-producer": _PREFIX,
     "p2p-source-producer": _PREFIX,
     "global-strict-fairness-policy": _FLOW,
     "round-robin-fairness-policy": _FLOW,
@@ -172,6 +174,7 @@ def register_builtin_plugins(registry: Registry) -> None:
         InFlightLoadProducer,
         ApproxPrefixCacheProducer,
         PrecisePrefixCacheProducer,
+        BurstPrefixCacheProducer,
         ProbabilisticAdmitter,
         # saturation detectors (also filters)
         UtilizationDetector,

@@ -18,13 +18,15 @@ mixes two configurations in one decision.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 import time
 import uuid
 from dataclasses import dataclass
 from time import perf_counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from llmd_router.datalayer.inflight import InFlightCharge
 from llmd_router.errors import Internal, ResourceExhausted, RouterError, ServiceUnavailable
@@ -46,11 +48,12 @@ from llmd_router.requestcontrol.objectives import ModelResources
 from llmd_router.requestcontrol.settlement import CompletionSource, RequestRecord, Settlement
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from llmd_router.datalayer.endpoints import Endpoint
     from llmd_router.datalayer.store import EndpointStore
-    from llmd_router.framework import SchedulingResult
+    from llmd_router.framework import AsyncDataProducer, DataProducer, SchedulingResult
+    from llmd_router.framework.scheduler import Observe
     from llmd_router.observability.metrics import RouterMetrics
     from llmd_router.parsing import InferenceRequest
     from llmd_router.pipeline import Pipeline
@@ -62,14 +65,21 @@ _log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
-class _Scheduled:
-    """A request the scheduler found endpoints for, with what the accounting needs."""
+class _Routing:
+    """One request on its way to a decision: what each step leaves for the next."""
 
-    request: InferenceRequest
-    model: tuple[str, str]  # the metrics' (model, target model) labels
-    result: SchedulingResult
-    candidates: int
-    seconds: float  # scheduling time
+    pipeline: Pipeline
+    cycle: CycleState
+    request_id: str
+    received_at: float
+    metadata: Metadata
+    extra: list[tuple[str, str]]  # headers the decision adds
+    request: InferenceRequest | None = None
+    model: tuple[str, str] = ("", "")  # the metrics' (model, target model) labels
+    candidates: int = 0
+    started: float = 0.0
+    result: SchedulingResult | None = None
+    seconds: float = 0.0  # scheduling time
 
 
 def subset_hint(metadata: Metadata) -> list[str] | None:
@@ -134,47 +144,162 @@ class Director:
         has_body: bool,
         received_at: float,
     ) -> tuple[Decision, RequestRecord]:
-        """Decide where a complete request goes. Raises RouterError (counted here)."""
+        """Decide where a complete request goes. Raises RouterError (counted here). For a
+        configuration whose producers all answer at once; ``route_async`` serves every one."""
+        if self.pipeline.awaiting:
+            raise RuntimeError("this configuration has producers that wait: use route_async")
+        routing = self._begin(headers, metadata, received_at)
+        if not has_body:
+            return self._route_anywhere(routing.request_id, received_at, routing.extra)
+        with self._refusals(routing):
+            candidates = self._prepare(routing, headers, body)
+            for producer, observe in routing.pipeline.producers:
+                self._produce(producer, observe, routing, candidates)
+            self._decide(routing, candidates)
+        return self._account(routing, headers)
+
+    async def route_async(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        metadata: Metadata,
+        *,
+        has_body: bool,
+        received_at: float,
+    ) -> tuple[Decision, RequestRecord]:
+        """``route``, awaiting the producers that wait (a batching window, a tokenizer service),
+        each within its ``produce_timeout_s``."""
+        routing = self._begin(headers, metadata, received_at)
+        if not has_body:
+            return self._route_anywhere(routing.request_id, received_at, routing.extra)
+        with self._refusals(routing):
+            candidates = self._prepare(routing, headers, body)
+            awaiting = routing.pipeline.awaiting
+            for producer, observe in routing.pipeline.producers:
+                if producer.name in awaiting:
+                    await self._produce_async(producer, observe, routing, candidates)
+                else:
+                    self._produce(producer, observe, routing, candidates)
+            self._decide(routing, candidates)
+        return self._account(routing, headers)
+
+    def _begin(
+        self, headers: Mapping[str, str], metadata: Metadata, received_at: float
+    ) -> _Routing:
         extra: list[tuple[str, str]] = []
         request_id = headers.get(REQUEST_ID)
         if not request_id:
             request_id = str(uuid.uuid4())
             extra.append((REQUEST_ID, request_id))
-        if not has_body:
-            return self._route_anywhere(request_id, received_at, extra)
-        pipeline = self.pipeline  # read once: a reload never mixes two configurations
-        cycle = CycleState()
-        scheduled = self._parse_and_schedule(pipeline, cycle, headers, body, metadata, request_id)
-        return self._account(pipeline, cycle, scheduled, headers, received_at, extra)
+        # The configuration is read once: a reload never mixes two in one decision.
+        return _Routing(self.pipeline, CycleState(), request_id, received_at, metadata, extra)
 
-    def _parse_and_schedule(
-        self,
-        pipeline: Pipeline,
-        cycle: CycleState,
-        headers: Mapping[str, str],
-        body: bytes,
-        metadata: Metadata,
-        request_id: str,
-    ) -> _Scheduled:
-        """Parse, then schedule; a refusal is counted and logged before it is raised."""
-        request: InferenceRequest | None = None
-        model = ("", "")
-        candidates = 0
+    @contextlib.contextmanager
+    def _refusals(self, routing: _Routing) -> Iterator[None]:
+        """A refusal is counted and logged before it is raised."""
         try:
-            request = self._parse(pipeline, headers, body, request_id)
-            model = self.metrics.models(request.model, request.target_model)
-            started = self._clock()
-            result, candidates = self._schedule(pipeline, cycle, request, metadata)
-            return _Scheduled(request, model, result, candidates, self._clock() - started)
+            yield
         except RouterError as exc:
+            request = routing.request
             self.metrics.failed(
-                model,
+                routing.model,
                 exc.code,
                 request.fairness_id if request else "default-flow",
                 request.priority if request else 0,
             )
-            self._log_decision(request_id, request, candidates, None, cycle, exc.message)
+            self._log_decision(
+                routing.request_id, request, routing.candidates, None, routing.cycle, exc.message
+            )
             raise
+
+    def _prepare(
+        self, routing: _Routing, headers: Mapping[str, str], body: bytes
+    ) -> Sequence[Endpoint]:
+        """Parse; the candidates (none: 503); admission (a sheddable request into a saturated
+        pool: 429)."""
+        pipeline = routing.pipeline
+        request = routing.request = self._parse(pipeline, headers, body, routing.request_id)
+        routing.model = self.metrics.models(request.model, request.target_model)
+        routing.started = self._clock()
+        subset = subset_hint(routing.metadata) if self._honour_subset else None
+        candidates = self.store.candidates(subset, self._clock())
+        routing.candidates = len(candidates)
+        if not candidates:
+            raise ServiceUnavailable(
+                "failed to find endpoint candidates for serving the request",
+                dropped_reason="rejected-no-endpoints",
+            )
+        if request.priority < 0 and pipeline.saturation.saturation(candidates) >= 1.0:
+            raise ResourceExhausted(
+                "system saturated, sheddable request dropped", dropped_reason="rejected-saturated"
+            )
+        return candidates
+
+    def _produce(
+        self,
+        producer: DataProducer,
+        observe: Observe,
+        routing: _Routing,
+        candidates: Sequence[Endpoint],
+    ) -> None:
+        started = perf_counter()
+        try:
+            assert routing.request is not None
+            producer.produce(routing.cycle, routing.request, candidates)
+        # As llm-d: a producer's failure is logged and the request goes on without it.
+        except Exception:  # noqa: BLE001
+            _log.exception("data producer %r failed; scheduling without it", producer.name)
+        observe(perf_counter() - started)
+
+    async def _produce_async(
+        self,
+        producer: DataProducer,
+        observe: Observe,
+        routing: _Routing,
+        candidates: Sequence[Endpoint],
+    ) -> None:
+        started = perf_counter()
+        waiting = cast("AsyncDataProducer", producer)
+        try:
+            assert routing.request is not None
+            async with asyncio.timeout(waiting.produce_timeout_s):
+                await waiting.produce_async(routing.cycle, routing.request, candidates)
+        except TimeoutError:
+            _log.warning(
+                "data producer %r took more than %gs; scheduling without it",
+                producer.name,
+                waiting.produce_timeout_s,
+            )
+        except Exception:  # noqa: BLE001
+            _log.exception("data producer %r failed; scheduling without it", producer.name)
+        observe(perf_counter() - started)
+
+    def _decide(self, routing: _Routing, candidates: Sequence[Endpoint]) -> None:
+        """Admitters (a refusal: 500) → scheduler (nothing left: 429) → pre-request hooks."""
+        pipeline, cycle, request = routing.pipeline, routing.cycle, routing.request
+        assert request is not None
+        for admitter, observe in pipeline.admitters:
+            started = perf_counter()
+            refusal = admitter.admit(cycle, request, candidates)
+            observe(perf_counter() - started)
+            if refusal is not None:
+                raise Internal(f"request cannot be admitted: {refusal}")
+        try:
+            result = pipeline.scheduler.schedule(cycle, request, candidates)
+        except SchedulingError as exc:
+            self.metrics.scheduling_failed(request.target_model or "")
+            raise ResourceExhausted(
+                f"failed to find target endpoint: {exc}", dropped_reason="rejected-saturated"
+            ) from None
+        for hook, observe in pipeline.pre_request:
+            started = perf_counter()
+            try:
+                hook.pre_request(cycle, request, result)
+            except Exception:  # noqa: BLE001  a hook's bug must not lose the request
+                _log.exception("pre-request hook %r failed", hook.name)
+            observe(perf_counter() - started)
+        routing.result = result
+        routing.seconds = self._clock() - routing.started
 
     def _parse(
         self, pipeline: Pipeline, headers: Mapping[str, str], body: bytes, request_id: str
@@ -190,25 +315,23 @@ class Director:
         return self._apply_resources(request)
 
     def _account(
-        self,
-        pipeline: Pipeline,
-        cycle: CycleState,
-        scheduled: _Scheduled,
-        headers: Mapping[str, str],
-        received_at: float,
-        extra: list[tuple[str, str]],
+        self, routing: _Routing, headers: Mapping[str, str]
     ) -> tuple[Decision, RequestRecord]:
         """Count the routed request, charge it in flight, and make its decision."""
-        request, result = scheduled.request, scheduled.result
+        request, result = routing.request, routing.result
+        assert request is not None
+        assert result is not None
+        pipeline, cycle, extra = routing.pipeline, routing.cycle, routing.extra
+        received_at = routing.received_at
         endpoint = result.targets[0]
         if endpoint.metrics.updated_at > 0:
             self.metrics.signal_age.observe(self._clock() - endpoint.metrics.updated_at)
         self.metrics.routed(
-            scheduled.model,
+            routing.model,
             request.fairness_id,
             request.priority,
             request.size,
-            scheduled.seconds,
+            routing.seconds,
             endpoint.name,
             endpoint.namespace,
             endpoint.port,
@@ -219,16 +342,14 @@ class Director:
         extra.extend(outputs.set_headers.items())
         response_headers = outputs.response_headers
         if self.decisions is not None:
-            self._log_decision(
-                request.request_id, request, scheduled.candidates, result, cycle, None
-            )
+            self._log_decision(request.request_id, request, routing.candidates, result, cycle, None)
             if headers.get(DEBUG) == "1":
                 response_headers[DECISION] = explanation_header(
                     result, cycle.empty_profiles, cycle.explained()
                 )
         charges = outputs.charges_for(endpoint.key)
         record = self._record(
-            request.request_id, received_at, endpoint, scheduled.model, extra, charges
+            request.request_id, received_at, endpoint, routing.model, extra, charges
         )
         if pipeline.response_complete:
             # The hooks get the request without its payload: the body (possibly megabytes)
@@ -303,55 +424,6 @@ class Director:
             if priority != request.priority:
                 request = request.replace(priority=priority)
         return request
-
-    def _schedule(
-        self,
-        pipeline: Pipeline,
-        cycle: CycleState,
-        request: InferenceRequest,
-        metadata: Metadata,
-    ) -> tuple[SchedulingResult, int]:
-        """Candidates → admission → producers → admitters → scheduler → pre-request hooks."""
-        subset = subset_hint(metadata) if self._honour_subset else None
-        candidates = self.store.candidates(subset, self._clock())
-        if not candidates:
-            raise ServiceUnavailable(
-                "failed to find endpoint candidates for serving the request",
-                dropped_reason="rejected-no-endpoints",
-            )
-        if request.priority < 0 and pipeline.saturation.saturation(candidates) >= 1.0:
-            raise ResourceExhausted(
-                "system saturated, sheddable request dropped", dropped_reason="rejected-saturated"
-            )
-        for producer, observe in pipeline.producers:
-            started = perf_counter()
-            try:
-                producer.produce(cycle, request, candidates)
-            # As llm-d: a producer's failure is logged and the request goes on without it.
-            except Exception:  # noqa: BLE001
-                _log.exception("data producer %r failed; scheduling without it", producer.name)
-            observe(perf_counter() - started)
-        for admitter, observe in pipeline.admitters:
-            started = perf_counter()
-            refusal = admitter.admit(cycle, request, candidates)
-            observe(perf_counter() - started)
-            if refusal is not None:
-                raise Internal(f"request cannot be admitted: {refusal}")
-        try:
-            result = pipeline.scheduler.schedule(cycle, request, candidates)
-        except SchedulingError as exc:
-            self.metrics.scheduling_failed(request.target_model or "")
-            raise ResourceExhausted(
-                f"failed to find target endpoint: {exc}", dropped_reason="rejected-saturated"
-            ) from None
-        for hook, observe in pipeline.pre_request:
-            started = perf_counter()
-            try:
-                hook.pre_request(cycle, request, result)
-            except Exception:  # noqa: BLE001  a hook's bug must not lose the request
-                _log.exception("pre-request hook %r failed", hook.name)
-            observe(perf_counter() - started)
-        return result, len(candidates)
 
     def _route_anywhere(
         self, request_id: str, received_at: float, extra: list[tuple[str, str]]

@@ -103,8 +103,8 @@ def test_a_deprecated_alias_works_and_warns(caplog: pytest.LogCaptureFixture):
         ("plugins: [{type: nope-scorer}]\n", "available types: "),
         ("plugins: [{type: nope-scorer}]\n", "'package.module:Class'"),
         (
-            "plugins: [{type: burst-prefix-cache-producer}]\n",
-            "type 'burst-prefix-cache-producer' is not available in this version "
+            "plugins: [{type: p2p-source-producer}]\n",
+            "type 'p2p-source-producer' is not available in this version "
             "(arrives with prefix-cache routing)",
         ),
         (
