@@ -20,28 +20,50 @@ group, so none outlives the router and none runs unobserved. A loop is a corouti
 ``statistics()`` lists every loop with its state, restarts and last error (``/debug/tasks``).
 
 ``Lifetime`` gives ``start()`` / ``stop()`` to a component whose whole life is one structured
-coroutine (the router's: its servers in an exit stack, its loops in the task group). This module
-is the only place in the router that creates tasks.
+coroutine (the router's: its servers in an exit stack, its loops in the task group).
+
+``run_blocking(fn, *args)`` runs CPU-bound work that releases the GIL (a tokenizer's Rust code)
+on one of the router's two worker threads and awaits it, so that the event loop keeps serving
+other requests meanwhile.
+
+This module is the only place in the router that creates tasks and threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, TypeVar
 
-__all__ = ["Lifetime", "Loop", "LoopFn", "Ready", "TaskOwner"]
+__all__ = ["Lifetime", "Loop", "LoopFn", "Ready", "TaskOwner", "run_blocking"]
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FIRST_BACKOFF_S: Final = 0.1
 MAX_BACKOFF_S: Final = 5.0
 
 State = Literal["starting", "running", "restarting", "given up", "stopped"]
+
+
+WORKER_THREADS: Final = 2
+_workers: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+async def run_blocking(fn: Callable[..., T], /, *args: Any) -> T:
+    """``fn(*args)`` on a worker thread, awaited. For work that releases the GIL; anything it
+    touches must be safe to touch from another thread."""
+    global _workers  # noqa: PLW0603  one pool for the process, made when first needed
+    if _workers is None:
+        _workers = concurrent.futures.ThreadPoolExecutor(
+            WORKER_THREADS, thread_name_prefix="llmd-blocking"
+        )
+    return await asyncio.get_running_loop().run_in_executor(_workers, fn, *args)
 
 
 class Ready(Protocol):

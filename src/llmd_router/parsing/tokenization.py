@@ -26,6 +26,7 @@ as well: a difference turns the store off, with a warning. The store is an LRU o
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import logging
 from array import array
@@ -37,10 +38,11 @@ from typing import TYPE_CHECKING, Any, Final
 import jinja2
 import jinja2.sandbox
 import xxhash
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from llmd_router.parsing.prompt import TokenizedPrompt, estimate
 from llmd_router.parsing.request import ApiKind
+from llmd_router.tasks import run_blocking
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -54,6 +56,7 @@ _log = logging.getLogger(__name__)
 CHUNK_CHARS: Final = 256
 MAX_CHUNKS: Final = 500_000  # llm-d's LRU token store capacity
 VERIFY_EVERY: Final = 64
+INLINE_CHARS: Final = 16_384  # less text than this is tokenized on the event loop (~1 ms)
 _PROBE: Final = (
     "You are a helpful assistant. Answer the question below in two sentences, citing the "
     "context where it helps.\n\nContext: tokenizers split text into words, then words into "
@@ -100,6 +103,21 @@ def _message_content(message: dict[str, Any]) -> dict[str, Any]:
         ]
         return {**message, "content": "\n".join(texts)}
     return message
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How a text is tokenized: ``rest`` (all of it, or what follows the store's ``cut``) with
+    or without special tokens; the store's ``keys`` of its windows, ``held`` of them found,
+    their ``tokens``; whether to check the result against tokenizing it whole."""
+
+    rest: str
+    specials: bool
+    keys: list[int] | None = None
+    tokens: array[int] | None = None
+    cut: int = 0
+    held: int = 0
+    verify: bool = False
 
 
 @dataclass(slots=True)
@@ -271,35 +289,71 @@ class LocalTokenizer:
 
     def encode(self, text: str, *, add_special_tokens: bool) -> list[int]:
         """``text``'s tokens, reusing the prefix store's."""
+        plan = self._plan(text, add_special_tokens)
+        encoding = self._tokenizer.encode(plan.rest, add_special_tokens=plan.specials)
+        tokens = self._finish(text, plan, encoding)
+        if plan.verify:
+            whole = self.encode_whole(text, add_special_tokens=add_special_tokens)
+            return self._verified(tokens, whole)
+        return tokens
+
+    async def encode_async(self, text: str, *, add_special_tokens: bool) -> list[int]:
+        """``encode``, with the tokenizer's work on a worker thread when there is much of it
+        (``INLINE_CHARS``), so that the event loop serves other requests meanwhile. The store
+        is read and written on the calling thread only."""
+        plan = self._plan(text, add_special_tokens)
+        encode = self._tokenizer.encode
+        if len(plan.rest) > INLINE_CHARS:
+            job = functools.partial(encode, plan.rest, add_special_tokens=plan.specials)
+            encoding = await run_blocking(job)
+        else:
+            encoding = encode(plan.rest, add_special_tokens=plan.specials)
+        tokens = self._finish(text, plan, encoding)
+        if plan.verify:
+            check = functools.partial(
+                self.encode_whole, text, add_special_tokens=add_special_tokens
+            )
+            whole = await run_blocking(check)
+            return self._verified(tokens, whole)
+        return tokens
+
+    def _plan(self, text: str, add_special_tokens: bool) -> _Plan:
+        """What the store holds of ``text``, and what is left to tokenize."""
         store = self.store
         if store is None:
-            return self.encode_whole(text, add_special_tokens=add_special_tokens)
+            return _Plan(text, add_special_tokens)
         keys = store.keys(text, self._roots[add_special_tokens])
         held, cut, n = store.lookup(keys)
         if n == 0:
             store.misses += 1
-            encoding = self._tokenizer.encode(text, add_special_tokens=add_special_tokens)
-            store.store(keys, 0, self._chunks(text, encoding.ids, encoding.offsets, 0, 0))
+            return _Plan(text, add_special_tokens, keys)
+        self._served += 1
+        verify = self.verify_every > 0 and self._served % self.verify_every == 0
+        return _Plan(text[cut:], False, keys, held, cut, n, verify)
+
+    def _finish(self, text: str, plan: _Plan, encoding: Encoding) -> list[int]:
+        """The tokens, and the windows the store did not hold stored."""
+        store = self.store
+        if store is not None and plan.keys is not None and plan.held < len(plan.keys):
+            start = plan.held * store.chunk_chars
+            chunks = self._chunks(text, encoding.ids, encoding.offsets, plan.cut, start)
+            store.store(plan.keys, plan.held, chunks)
+        if plan.tokens is None:
             ids: list[int] = encoding.ids
             return ids
-        rest = self._tokenizer.encode(text[cut:], add_special_tokens=False)
-        if n < len(keys):
-            start = n * store.chunk_chars
-            store.store(keys, n, self._chunks(text, rest.ids, rest.offsets, cut, start))
-        tokens = held.tolist()
-        tokens.extend(rest.ids)
-        self._served += 1
-        if self.verify_every > 0 and self._served % self.verify_every == 0:
-            whole = self.encode_whole(text, add_special_tokens=add_special_tokens)
-            if whole != tokens:
-                _log.warning(
-                    "tokenizer %r: the prefix store's tokens differ from the whole text's; the "
-                    "store is off from now on",
-                    self.name,
-                )
-                self.store = None
-                return whole
+        tokens = plan.tokens.tolist()
+        tokens.extend(encoding.ids)
         return tokens
+
+    def _verified(self, tokens: list[int], whole: list[int]) -> list[int]:
+        if whole != tokens and self.store is not None:
+            _log.warning(
+                "tokenizer %r: the prefix store's tokens differ from the whole text's; the "
+                "store is off from now on",
+                self.name,
+            )
+            self.store = None
+        return whole
 
     def _chunks(
         self,
@@ -345,25 +399,37 @@ class LocalTokenizer:
 
     # ------------------------------------------------------------------ requests
 
+    def texts(self, request: InferenceRequest) -> list[tuple[str, bool]] | None:
+        """The texts the model server tokenizes for the request, each with whether special
+        tokens are added; None for inputs this tokenizer does not render."""
+        kind = request.kind
+        if kind is ApiKind.CHAT_COMPLETIONS and self._template is not None:
+            return [(self.render_chat(request.messages or [], request.tools), False)]
+        prompt = request.prompt
+        if kind is ApiKind.COMPLETIONS:
+            if isinstance(prompt, str):
+                return [(prompt, True)]
+            if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+                return [(p, True) for p in prompt]
+        return None
+
     def tokenize(self, request: InferenceRequest) -> TokenizedPrompt:
         """The request's prompt tokens as its model server will count them; the estimate
         (not exact) for inputs this tokenizer does not render (responses, embeddings of
         structured input)."""
-        kind = request.kind
-        if kind is ApiKind.CHAT_COMPLETIONS and self._template is not None:
-            messages = request.messages or []
-            text = self.render_chat(messages, request.tools)
-            ids = self.encode(text, add_special_tokens=False)
-            return TokenizedPrompt((ids,), len(ids), exact=True)
-        prompt = request.prompt
-        if kind is ApiKind.COMPLETIONS:
-            if isinstance(prompt, str):
-                ids = self.encode(prompt, add_special_tokens=True)
-                return TokenizedPrompt((ids,), len(ids), exact=True)
-            if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-                each = tuple(self.encode(p, add_special_tokens=True) for p in prompt)
-                return TokenizedPrompt(each, sum(map(len, each)), exact=True)
-        return estimate(request)
+        texts = self.texts(request)
+        if texts is None:
+            return estimate(request)
+        each = tuple(self.encode(t, add_special_tokens=s) for t, s in texts)
+        return TokenizedPrompt(each, sum(map(len, each)), exact=True)
+
+    async def tokenize_async(self, request: InferenceRequest) -> TokenizedPrompt:
+        """``tokenize``, long texts tokenized on a worker thread."""
+        texts = self.texts(request)
+        if texts is None:
+            return estimate(request)
+        each = tuple([await self.encode_async(t, add_special_tokens=s) for t, s in texts])
+        return TokenizedPrompt(each, sum(map(len, each)), exact=True)
 
     def statistics(self) -> dict[str, object]:
         store = self.store

@@ -3,6 +3,7 @@ prefix store against tokenizing whole."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import random
@@ -170,3 +171,43 @@ def test_a_difference_seen_in_verification_turns_the_store_off(caplog: pytest.Lo
         text, add_special_tokens=False
     )
     assert tok.statistics()["prefixStore"] is None and "the store is off" in caplog.text
+
+
+# ---------------------------------------------------------------------------- off the event loop
+
+
+async def test_a_long_prompt_is_tokenized_while_the_event_loop_serves_others():
+    tok = LocalTokenizer.from_dir(MODEL)
+    text = FOX * 60  # 162k characters: well over what is tokenized inline
+    ticks = 0
+    done = asyncio.Event()
+
+    async def other_requests() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.ensure_future(other_requests())
+    await asyncio.sleep(0)
+    before = ticks
+    tokens = await tok.encode_async(text, add_special_tokens=True)
+    done.set()
+    await ticker
+    assert ticks - before > 1  # the loop ran other work while the tokenizer did
+    assert tokens == tok.encode_whole(text, add_special_tokens=True)
+    # Served again from the store: the rest (a few characters) is tokenized inline.
+    again = await tok.encode_async(text + " And then?", add_special_tokens=True)
+    assert again == tok.encode_whole(text + " And then?", add_special_tokens=True)
+    assert tok.store is not None and tok.store.hits > 0
+
+
+async def test_async_and_sync_tokenizing_agree_on_requests():
+    tok = LocalTokenizer.from_dir(MODEL)
+    for request in (
+        chat({"role": "system", "content": FOX * 10}, {"role": "user", "content": "hi"}),
+        parse_request(
+            "/v1/completions", {}, msgspec.json.encode({"model": "tiny", "prompt": [FOX, "b"]}), "r"
+        ),
+    ):
+        assert await tok.tokenize_async(request) == tok.tokenize(request)

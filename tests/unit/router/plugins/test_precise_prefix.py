@@ -273,3 +273,19 @@ def test_the_token_producer_tokenizes_with_the_models_tokenizer():
 def test_a_missing_tokenizer_directory_is_a_configuration_error(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"no tokenizer\.json"):
         testing.make(TokenProducer, local={"path": str(tmp_path)})
+
+
+async def test_a_local_token_producer_waits_and_its_timeout_is_checked():
+    local = f"{{path: '{MODEL}', timeout: 750ms}}"
+    pipeline = testing.pipeline(
+        f"plugins: [{{type: token-producer, parameters: {{local: {local}}}}}]\n"
+    )
+    assert pipeline.awaiting == frozenset({"token-producer"})
+    producer = pipeline.plugins["token-producer"].instance
+    assert producer.produce_timeout_s == pytest.approx(0.75)
+    cycle = CycleState()
+    body = msgspec.json.encode({"model": "tiny", "prompt": "The quick brown fox"})
+    await producer.produce_async(cycle, parse_request("/v1/completions", {}, body, "r"), [A])
+    assert cycle.get(TOKENIZED_PROMPT).token_count == 12  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="timeout must be a positive duration"):
+        testing.make(TokenProducer, local={"path": str(MODEL), "timeout": "soon"})

@@ -12,7 +12,8 @@ key, so a configuration that needs tokens and names no token producer gets one, 
 - ``local`` (``local.path``: a model directory): the model's own tokenizer and chat template,
   run in the router as vLLM runs them (``llmd_router.parsing.tokenization``), with a prefix
   store so that a long prefix already seen is not tokenized again. Its tokens are the model's:
-  what precise prefix matching needs.
+  what precise prefix matching needs. The producer then waits (``produce_async``): a long
+  text is tokenized on a worker thread, within ``local.timeout``.
 
 An earlier producer's ``TOKENIZED_PROMPT`` is kept (the plugin is idempotent, as llm-d's).
 """
@@ -52,10 +53,28 @@ _log = logging.getLogger(__name__)
 class LocalTokenizerParams(Params, frozen=True):
     path: str
     prefix_store_chunks: int = MAX_CHUNKS  # windows of 256 characters kept (0: no store)
+    timeout: str = "5s"  # llm-d's text timeout: past it, the request goes on without tokens
 
     def __post_init__(self) -> None:
         if self.prefix_store_chunks < 0:
             raise ValueError(f"prefixStoreChunks must be >= 0, got {self.prefix_store_chunks}")
+        if not self.timeout.endswith(("ms", "s")) or _seconds(self.timeout) <= 0:
+            raise ValueError(
+                f"timeout must be a positive duration (5s, 500ms), got {self.timeout!r}"
+            )
+
+    @property
+    def timeout_s(self) -> float:
+        return _seconds(self.timeout)
+
+
+def _seconds(text: str) -> float:
+    try:
+        if text.endswith("ms"):
+            return float(text[:-2]) / 1000
+        return float(text[:-1])
+    except ValueError:
+        return -1.0
 
 
 class TokenProducerParams(Params, frozen=True):
@@ -100,6 +119,10 @@ class TokenProducer(Plugin[TokenProducerParams]):
                 self.tokenizer = LocalTokenizer.from_dir(local.path, store=store)
             except (TokenizerError, OSError) as exc:
                 raise ValueError(f"local.path: {exc}") from None
+            # With a tokenizer it waits: a long prompt is tokenized on a worker thread, and
+            # the router serves other requests meanwhile.
+            self.produce_async = self._tokenize
+            self.produce_timeout_s = local.timeout_s
         if params.estimate:
             _log.info(
                 "plugin %r: media placeholder estimates are not tuned here; each image, video "
@@ -117,6 +140,13 @@ class TokenProducer(Plugin[TokenProducerParams]):
             TOKENIZED_PROMPT,
             estimate(request) if tokenizer is None else tokenizer.tokenize(request),
         )
+
+    async def _tokenize(
+        self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
+    ) -> None:
+        if cycle.get(TOKENIZED_PROMPT) is not None or self.tokenizer is None:
+            return
+        cycle.put(TOKENIZED_PROMPT, await self.tokenizer.tokenize_async(request))
 
     def statistics(self) -> Mapping[str, object]:
         if self.tokenizer is None:
