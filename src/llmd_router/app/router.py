@@ -40,9 +40,11 @@ from llmd_router.config.watch import watch_file
 from llmd_router.datalayer import EndpointStore
 from llmd_router.datalayer.collector import Collector
 from llmd_router.datalayer.discovery import FileDiscovery, StaticDiscovery
+from llmd_router.datalayer.interfaces import PollingSource
 from llmd_router.datalayer.kvevents.subscriber import KVEventSink, KVEventSubscriber
 from llmd_router.extproc.server import ExtProcServer, TlsConfig
 from llmd_router.extproc.servicer import AccessLogServicer, ExtProcServicer
+from llmd_router.framework import Closes
 from llmd_router.observability.http import MetricsServer
 from llmd_router.observability.metrics import RouterMetrics
 from llmd_router.pipeline import describe_plugins, describe_prefix, resolved_config
@@ -56,7 +58,7 @@ if TYPE_CHECKING:
     from llmd_router.app.options import RouterOptions
     from llmd_router.datalayer import Endpoint
     from llmd_router.datalayer.interfaces import EndpointDiscovery
-    from llmd_router.pipeline import Pipeline
+    from llmd_router.pipeline import BuiltPlugin, Pipeline
     from llmd_router.tasks import Ready
 
 __all__ = ["Router"]
@@ -123,6 +125,7 @@ class Router:
             debug=self._debug_pages(decisions),
         )
         self.tasks: TaskOwner | None = None  # while running
+        self._dropped: list[BuiltPlugin] = []  # plugins reloads replaced, to be closed
         self.ready = False
         self._grace = 5.0
         self._lifetime = Lifetime("router", self._serve)
@@ -145,6 +148,7 @@ class Router:
             servers.push_async_callback(self.metrics_server.stop)
             servers.callback(self.collector.close)
             servers.callback(self.kv_events.close)
+            servers.push_async_callback(self._close_plugins)
             await self.grpc.start()
             servers.push_async_callback(self._stop_serving)
             failure: Exception | None = None
@@ -254,7 +258,9 @@ class Router:
                 "dataLayer.discovery changed: discovery is set up at start-up, restart the "
                 "router to use the new one; the running discovery stays"
             )
-        self.director.pipeline = pipeline
+        previous, self.director.pipeline = self.director.pipeline, pipeline
+        kept = {id(b.instance) for b in pipeline.plugins.values()}
+        self._dropped += [b for b in previous.plugins.values() if id(b.instance) not in kept]
         self.resources.replace(pipeline.loaded.objectives, pipeline.loaded.rewrites)
         self.collector.replace_bindings(pipeline.sources)
         self.kv_events.configure(_kv_sinks(pipeline))
@@ -263,8 +269,28 @@ class Router:
         _log.info("configuration reloaded from %s", pipeline.loaded.source)
         return True
 
-    def _reload_on_change(self) -> None:
-        self.reload()
+    async def areload(self) -> bool:
+        """``reload``, then release what the plugins it dropped held."""
+        reloaded = self.reload()
+        await self._close_plugins(dropped_only=True)
+        return reloaded
+
+    async def _reload_on_change(self) -> None:
+        await self.areload()
+
+    async def _close_plugins(self, *, dropped_only: bool = False) -> None:
+        """Release what plugins hold: those reloads dropped, and at the end every plugin of
+        the serving configuration (data sources are the collector's to close)."""
+        plugins, self._dropped = self._dropped, []
+        if not dropped_only:
+            plugins += list(self.pipeline.plugins.values())
+        for built in plugins:
+            plugin = built.instance
+            if isinstance(plugin, Closes) and not isinstance(plugin, PollingSource):
+                try:
+                    await plugin.aclose()
+                except Exception:  # noqa: BLE001  closing goes on whatever one plugin does
+                    _log.exception("plugin %r failed to close", built.name)
 
     # ------------------------------------------------------------------ debug pages
 

@@ -7,6 +7,7 @@ from llmd_router.datalayer.inflight import InFlightCharge, InFlightView
 from llmd_router.framework.capabilities import (
     Binds,
     ChecksProfiles,
+    Closes,
     Consumes,
     HasStatistics,
     Parameterised,
@@ -71,6 +72,7 @@ __all__ = [
     "Binds",
     "Category",
     "ChecksProfiles",
+    "Closes",
     "Completion",
     "Consumes",
     "CycleState",

@@ -15,6 +15,7 @@ when it is built:
 - ``Parameterised``: it keeps its parsed parameters as ``params`` (the resolved configuration
   prints them).
 - ``HasStatistics``: ``statistics()`` is JSON-able data about its state (``/debug/plugins``).
+- ``Closes``: ``aclose()`` releases what it holds, when a reload drops it or the router stops.
 
 Errors raised by ``bind`` and ``check_profiles`` are configuration errors: the configuration
 is refused, naming the plugin.
@@ -36,6 +37,7 @@ __all__ = [
     "UNRECORDED",
     "Binds",
     "ChecksProfiles",
+    "Closes",
     "Consumes",
     "HasStatistics",
     "Parameterised",
@@ -131,6 +133,14 @@ class ChecksProfiles(Protocol):
 @runtime_checkable
 class Parameterised(Protocol):
     params: Any
+
+
+@runtime_checkable
+class Closes(Protocol):
+    async def aclose(self) -> None:
+        """Release what the plugin holds (connections): its configuration was replaced and it
+        was not carried over, or the router stops."""
+        ...
 
 
 @runtime_checkable

@@ -16,8 +16,9 @@ EXAMPLES = Path(__file__).parents[3] / "data" / "llm-d-configs"
 EXPECTED = {
     "epp-config.yaml": None,
     "pd-epp-config.yaml": None,
-    "epp-precise-prefix-cache-config.yaml": "the 'vllm' backend (tokenizing through the model "
-    "server) is not available in this version",
+    # Everything but the endpoint lifecycle source (it comes with Kubernetes discovery).
+    "epp-precise-prefix-cache-config.yaml": "type 'endpoint-notification-source' is not "
+    "available in this version (arrives with Kubernetes discovery)",
     "probabilistic-admitter-epp-config.yaml": None,
     "default-config.yaml": None,
 }

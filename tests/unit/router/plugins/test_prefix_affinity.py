@@ -187,7 +187,8 @@ def test_the_token_producer_estimates_once_and_keeps_an_earlier_producers_tokens
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"vllm": {"url": "http://127.0.0.1:8000"}}, "the 'vllm' backend"),
+        ({"vllm": {"url": "127.0.0.1:8000"}}, "vllm.url must be an http"),
+        ({"vllm": {"timeout": "forever"}}, "vllm.timeout must be a positive duration"),
         ({"udsTokenizerConfig": {"socketFile": "/tmp/t"}}, "udsTokenizerConfig"),
         ({"backend": "magic"}, "unknown field"),
     ],

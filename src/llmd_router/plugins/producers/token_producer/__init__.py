@@ -14,6 +14,9 @@ key, so a configuration that needs tokens and names no token producer gets one, 
   store so that a long prefix already seen is not tokenized again. Its tokens are the model's:
   what precise prefix matching needs. The producer then waits (``produce_async``): a long
   text is tokenized on a worker thread, within ``local.timeout``.
+- ``vllm`` (``vllm.url``): the model server tokenizes (``POST /tokenize``, ``remote.py``),
+  within ``vllm.timeout``; its tokens are the model's too. A failure (the server down, an
+  error) is logged and the request goes on without tokens.
 
 An earlier producer's ``TOKENIZED_PROMPT`` is kept (the plugin is idempotent, as llm-d's).
 """
@@ -37,6 +40,7 @@ from llmd_router.parsing.tokenization import (
     PrefixTokenStore,
     TokenizerError,
 )
+from llmd_router.plugins.producers.token_producer.remote import RemoteTokenizer
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -77,21 +81,36 @@ def _seconds(text: str) -> float:
         return -1.0
 
 
+class VllmParams(Params, frozen=True):
+    url: str = ""
+    http: str = ""  # the name llm-d's sample configuration uses for the url
+    timeout: str = "5s"
+    mm_timeout: str = "30s"  # accepted; media items are not sent
+
+    def __post_init__(self) -> None:
+        base = self.base_url
+        if not base.startswith(("http://", "https://")):
+            raise ValueError(f"vllm.url must be an http:// or https:// URL, got {base!r}")
+        if not self.timeout.endswith(("ms", "s")) or _seconds(self.timeout) <= 0:
+            raise ValueError(f"vllm.timeout must be a positive duration, got {self.timeout!r}")
+
+    @property
+    def base_url(self) -> str:
+        return self.url or self.http or "http://localhost:8000"
+
+
 class TokenProducerParams(Params, frozen=True):
     model_name: str = ""
     local: LocalTokenizerParams | None = None
-    # llm-d's backends that call a service; refused with a clear message until they exist here.
-    vllm: dict[str, Any] | None = None
+    vllm: VllmParams | None = None
+    # llm-d's deprecated tokenizer sidecar; refused with a clear message.
     uds_tokenizer_config: dict[str, Any] | None = None
     # llm-d's media placeholder estimates; accepted, and one placeholder token is used per item.
     estimate: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.vllm is not None:
-            raise ValueError(
-                "the 'vllm' backend (tokenizing through the model server) is not available "
-                "in this version; remove it to use the 'estimate' backend"
-            )
+        if self.vllm is not None and self.local is not None:
+            raise ValueError("configure one backend: local or vllm, not both")
         if self.uds_tokenizer_config is not None:
             raise ValueError(
                 "udsTokenizerConfig (deprecated in llm-d) is not supported; remove it to use "
@@ -123,6 +142,11 @@ class TokenProducer(Plugin[TokenProducerParams]):
             # the router serves other requests meanwhile.
             self.produce_async = self._tokenize
             self.produce_timeout_s = local.timeout_s
+        self.remote: RemoteTokenizer | None = None
+        if params.vllm is not None:
+            self.remote = RemoteTokenizer(params.vllm.base_url, params.model_name)
+            self.produce_async = self._tokenize
+            self.produce_timeout_s = _seconds(params.vllm.timeout)
         if params.estimate:
             _log.info(
                 "plugin %r: media placeholder estimates are not tuned here; each image, video "
@@ -144,11 +168,28 @@ class TokenProducer(Plugin[TokenProducerParams]):
     async def _tokenize(
         self, cycle: CycleState, request: InferenceRequest, endpoints: Sequence[Endpoint]
     ) -> None:
-        if cycle.get(TOKENIZED_PROMPT) is not None or self.tokenizer is None:
+        if cycle.get(TOKENIZED_PROMPT) is not None:
             return
-        cycle.put(TOKENIZED_PROMPT, await self.tokenizer.tokenize_async(request))
+        if self.remote is not None:
+            cycle.put(TOKENIZED_PROMPT, await self.remote.tokenize(request))
+        elif self.tokenizer is not None:
+            cycle.put(TOKENIZED_PROMPT, await self.tokenizer.tokenize_async(request))
+
+    async def aclose(self) -> None:
+        """Release the tokenizer service's connections."""
+        if self.remote is not None:
+            await self.remote.aclose()
 
     def statistics(self) -> Mapping[str, object]:
+        if self.remote is not None:
+            remote = self.remote
+            return {
+                "backend": "vllm",
+                "url": remote.url,
+                "connected": remote.connected,
+                "calls": remote.calls,
+                "failures": remote.failures,
+            }
         if self.tokenizer is None:
             return {"backend": "estimate"}
         return {"backend": "local", **self.tokenizer.statistics()}
