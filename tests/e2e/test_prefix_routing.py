@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import httpx
 import msgspec
 
+from llmd_sim.config import build_fleet
+from llmd_sim.fleet import Fleet
 from llmd_sim.server import SimServer
 from tests.e2e.conftest import MODEL, StartStack
 
@@ -124,6 +126,51 @@ async def test_prefix_aware_routing_hits_the_cache_far_more_than_load_only(
     assert load_only < 0.45, load_only
     assert approx > 0.6 and exact > 0.6, (approx, exact)
     assert min(approx, exact) > load_only + 0.25, (load_only, approx, exact)
+
+
+def chat_workload(seed: int = 2) -> list[list[dict[str, str]]]:
+    """Chat requests: a group's long system prompt, a question of its own."""
+    rng = random.Random(seed)
+    words = "model server cache block route queue load prompt answer system user data".split()
+    systems = [" ".join(rng.choice(words) for _ in range(400)) for _ in range(GROUPS)]
+    chats = [
+        [{"role": "system", "content": s}, {"role": "user", "content": f"question {rng.random()}"}]
+        for s in systems
+        for _ in range(PER_GROUP)
+    ]
+    rng.shuffle(chats)
+    return chats
+
+
+async def test_precise_routing_of_chats_tokenized_by_a_model_server(start_stack: StartStack):
+    """The model's tokens for chat requests come from a server's /tokenize (token-producer's
+    vllm backend), so the router keys chats exactly as the servers cache them."""
+    port = free_port()
+    async with Fleet(build_fleet(overrides={"preset": "tiny"}, count=1, base_port=0)) as service:
+        tokenizer = service.servers[0].url
+        config = precise(port).replace(
+            "plugins:\n",
+            "plugins:\n- type: token-producer\n"
+            f"  parameters: {{modelName: {MODEL}, vllm: {{url: '{tokenizer}'}}}}\n",
+            1,
+        )
+        sim: dict[str, object] = {**SIM, "kv-events-endpoint": f"tcp://127.0.0.1:{port}"}
+        stack = await start_stack(servers=4, sim=sim, router={"config_text": config})
+        async with httpx.AsyncClient(timeout=30) as http:
+            for messages in chat_workload():
+                body = msgspec.json.encode({"model": MODEL, "messages": messages, "max_tokens": 1})
+                reply = await http.post(
+                    f"{stack.url}/v1/chat/completions",
+                    content=body,
+                    headers={"content-type": "application/json"},
+                )
+                assert reply.status_code == 200, reply.text
+                await asyncio.sleep(0.01)
+            rate = await hit_rate(http, stack)
+        producer = stack.app.router.pipeline.plugins["token-producer"].instance
+        assert producer.statistics()["calls"] == GROUPS * PER_GROUP
+    print(f"precise, chats tokenized by a server: hit rate {rate:.2f}")
+    assert rate > 0.6, rate
 
 
 async def test_a_restarted_server_is_indexed_again_from_its_new_events(start_stack: StartStack):
